@@ -1,0 +1,241 @@
+"""Comparison harness: our optimizer against DSPy's, same LM, adapter, splits and task-LM budget.
+
+For each task and seed it runs, on the task's LM through *our* backend (so every call is
+counted and cached the same way; DSPy's optimizers reach it through a DSPy LM engine,
+``optimizer.lm.dspy_engine``) with the completion adapter:
+
+    seed         the seed prompt, zero-shot
+    random       the seed instruction with k random labeled demos (k = 4)
+    bfrs         dspy.BootstrapFewShotWithRandomSearch (4 bootstrapped + 4 labeled, 6 candidates)
+    mipro_light  dspy.MIPROv2(auto="light")
+    mipro_medium dspy.MIPROv2(auto="medium")
+    gepa         dspy.GEPA (reflection LM = the task LM unless --reflection-lm), metric-call budget
+                 matched to MIPROv2 light's task-LM calls when known
+    ours         optimizer.engine.optimize, trials chosen to stay within the same budget
+
+Every method's final program is scored by the same Evaluator on the same test examples.
+Output: a Markdown and a JSON table (per method: test mean and 95% interval over seeds,
+task-LM calls, proposer calls, prompt words of the final prompt, wall time), plus one JSON line
+per (task, seed, method) as it finishes, so a long run can be resumed (--resume skips
+finished rows).
+
+    .venv/bin/python experiments/compare.py --tasks sst2 trec --seeds 0 1 2 \
+        --methods seed random bfrs mipro_light ours --out experiments/results/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import dspy  # noqa: E402
+
+from optimizer.adapters import CompletionAdapter  # noqa: E402
+from optimizer.data import Example, make_splits  # noqa: E402
+from optimizer.engine import RunOptions, make_evaluator, optimize, resolve_lm  # noqa: E402
+from optimizer.lm import ResponseCache, create_backend  # noqa: E402
+from optimizer.lm.dspy_engine import dspy_lm  # noqa: E402
+from optimizer.metrics import build_metric  # noqa: E402
+from optimizer.program import Candidate, build_program, demo_dicts  # noqa: E402
+from optimizer.stats import bootstrap_ci  # noqa: E402
+from optimizer.task import load_task  # noqa: E402
+
+METHODS = ("seed", "random", "bfrs", "mipro_light", "mipro_medium", "gepa", "ours")
+
+
+def to_dspy(task, examples: list[Example]) -> list[dspy.Example]:
+    return [dspy.Example(**e.to_dict(task.output.name)).with_inputs(*task.input_names) for e in examples]
+
+
+def program_to_candidate(task, program) -> Candidate:
+    """A compiled DSPy program as our Candidate (same instruction, same demos, same rendering)."""
+    predictor = program.predictors()[0]
+    demos = []
+    for i, d in enumerate(predictor.demos):
+        d = dict(d) if not isinstance(d, dict) else d
+        d = {k: v for k, v in (d.items() if isinstance(d, dict) else d.toDict().items())}
+        demos.append(Example(f"dspy:{i}", {n: str(d.get(n, "")) for n in task.input_names},
+                             str(d.get(task.output.name, "")), d.get("reasoning")))
+    return Candidate(predictor.signature.instructions, tuple(demos), {"source": "dspy"})
+
+
+def dspy_metric(task, metric):
+    out = task.output.name
+
+    def score(example, pred, trace=None, *args, **kwargs):
+        ex = Example("x", {n: example[n] for n in task.input_names}, example[out])
+        values = {k: pred.get(k) for k in pred.keys()} if hasattr(pred, "keys") else dict(pred)
+        return float(metric(ex, values))
+    return score
+
+
+def gepa_metric(task, metric):
+    base = dspy_metric(task, metric)
+    out = task.output.name
+
+    def score(gold, pred, trace=None, pred_name=None, pred_trace=None):
+        s = base(gold, pred)
+        fb = "Correct." if s >= 1 else f"Wrong: expected {gold[out]!r}, got {pred.get(out)!r}."
+        return dspy.Prediction(score=s, feedback=fb)
+    return score
+
+
+@contextlib.contextmanager
+def quiet():
+    """DSPy prints progress bars to stdout/stderr; keep the harness output readable."""
+    logging.getLogger("dspy").setLevel(logging.ERROR)
+    buf_out, buf_err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(buf_out), contextlib.redirect_stderr(buf_err):
+        yield
+
+
+def run_method(method, task, seed, splits, profile, cache, budget, args):
+    backend = create_backend(profile, cache=cache)
+    evaluator = make_evaluator(task, profile, backend)
+    lm = dspy_lm(backend, max_tokens=evaluator.max_tokens)
+    metric = evaluator.metric
+    train, val = to_dspy(task, splits.train), to_dspy(task, splits.validation)
+    t0 = time.perf_counter()
+    notes = {}
+    with dspy.context(lm=lm, adapter=CompletionAdapter()):
+        if method == "seed":
+            cand = Candidate(task.instruction)
+        elif method == "random":
+            rng = random.Random(seed)
+            cand = Candidate(task.instruction, tuple(rng.sample(splits.train, min(4, len(splits.train)))))
+        elif method == "bfrs":
+            opt = dspy.BootstrapFewShotWithRandomSearch(metric=dspy_metric(task, metric), max_bootstrapped_demos=4,
+                                                        max_labeled_demos=4, num_candidate_programs=6,
+                                                        num_threads=1)
+            with quiet():
+                prog = opt.compile(build_program(task), trainset=train, valset=val)
+            cand = program_to_candidate(task, prog)
+        elif method.startswith("mipro"):
+            opt = dspy.MIPROv2(metric=dspy_metric(task, metric), auto=method.split("_")[1], seed=seed,
+                               num_threads=1, verbose=False)
+            with quiet():
+                prog = opt.compile(build_program(task), trainset=train, valset=val)
+            cand = program_to_candidate(task, prog)
+        elif method == "gepa":
+            refl = lm
+            if args.reflection_lm:
+                rb = create_backend(resolve_lm(task, args.reflection_lm), cache=cache)
+                refl = dspy_lm(rb, max_tokens=512)
+            opt = dspy.GEPA(metric=gepa_metric(task, metric), max_metric_calls=budget or 700, reflection_lm=refl,
+                            num_threads=1, seed=seed)
+            with quiet():
+                prog = opt.compile(build_program(task), trainset=train, valset=val)
+            cand = program_to_candidate(task, prog)
+        elif method == "ours":
+            res = optimize(task, RunOptions(out=Path(args.out) / "runs" / f"{task.task}-s{seed}", backend=backend,
+                                            seed=seed, trials=args.ours_trials))
+            cand = res.best
+            notes = {"val": res.summary["best"]["val"], "proposer_calls": res.summary["proposer_calls"],
+                     # optimize() also scores seed and winner on test; that is reporting, not search budget
+                     "report_calls": res.summary["phases"]["test"]["calls"]}
+        else:
+            raise SystemExit(f"unknown method {method}")
+    opt_seconds = time.perf_counter() - t0
+    used = backend.usage
+    proposer_calls = notes.get("proposer_calls", 0)
+    report_calls = notes.pop("report_calls", 0)
+    test = evaluator.evaluate(cand, splits.test)
+    ci = bootstrap_ci(test.scores, seed=seed)
+    row = {"task": task.task, "seed": seed, "method": method, "test": round(ci.mean, 4),
+           "test_ci": [round(ci.low, 4), round(ci.high, 4)], "task_lm_calls": used.calls - proposer_calls - report_calls,
+           "proposer_calls": proposer_calls, "prompt_words": evaluator.prompt_tokens(cand),
+           "n_demos": len(cand.demos), "instruction": cand.instruction, "seconds": round(opt_seconds, 1), **notes}
+    backend.close()
+    return row
+
+
+def aggregate(rows):
+    out = []
+    keys = sorted({(r["task"], r["method"]) for r in rows}, key=lambda k: (k[0], METHODS.index(k[1])))
+    for task, method in keys:
+        rs = [r for r in rows if r["task"] == task and r["method"] == method]
+        means = [r["test"] for r in rs]
+        m = statistics.mean(means)
+        if len(means) > 1:
+            ci = bootstrap_ci(means, seed=0)
+            lo, hi = ci.low, ci.high
+        else:
+            lo, hi = rs[0]["test_ci"]
+        out.append({"task": task, "method": method, "seeds": len(rs), "test_mean": round(m, 4),
+                    "test_ci": [round(lo, 4), round(hi, 4)],
+                    "task_lm_calls": round(statistics.mean(r["task_lm_calls"] for r in rs)),
+                    "proposer_calls": round(statistics.mean(r["proposer_calls"] for r in rs)),
+                    "prompt_words": round(statistics.mean(r["prompt_words"] for r in rs)),
+                    "seconds": round(statistics.mean(r["seconds"] for r in rs), 1)})
+    return out
+
+
+def markdown(table):
+    lines = ["| task | method | seeds | test mean | 95% CI | task-LM calls | proposer calls | prompt words | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| {r['task']} | {r['method']} | {r['seeds']} | {r['test_mean']:.3f} | "
+                     f"[{r['test_ci'][0]:.3f}, {r['test_ci'][1]:.3f}] | {r['task_lm_calls']} | {r['proposer_calls']} | "
+                     f"{r['prompt_words']} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=["sst2"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--methods", nargs="+", default=["seed", "random", "bfrs", "mipro_light", "ours"])
+    ap.add_argument("--out", default=str(ROOT / "experiments/results/compare"))
+    ap.add_argument("--ours-trials", type=int, default=None)
+    ap.add_argument("--reflection-lm", default=None)
+    ap.add_argument("--train", type=int, default=200)
+    ap.add_argument("--val", type=int, default=100)
+    ap.add_argument("--test", type=int, default=300)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_file = out / "rows.jsonl"
+    rows = [json.loads(x) for x in rows_file.read_text().splitlines()] if args.resume and rows_file.exists() else []
+    done = {(r["task"], r["seed"], r["method"]) for r in rows}
+    cache = ResponseCache(out / "lm-cache.sqlite")
+    for name in args.tasks:
+        task = load_task(ROOT / "tasks" / name / "task.yaml")
+        task.splits.train.limit = args.train
+        task.splits.validation.limit = args.val
+        task.splits.test.limit = args.test
+        splits = make_splits(task)
+        profile = resolve_lm(task, None)
+        for seed in args.seeds:
+            budget = next((r["task_lm_calls"] for r in rows if r["task"] == name and r["seed"] == seed
+                           and r["method"] == "mipro_light"), None)
+            for method in args.methods:
+                if (name, seed, method) in done:
+                    continue
+                row = run_method(method, task, seed, splits, profile, cache, budget, args)
+                rows.append(row)
+                with open(rows_file, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                if method == "mipro_light":
+                    budget = row["task_lm_calls"]
+                print(f"{name} seed {seed} {method}: test {row['test']:.3f} {row['test_ci']} "
+                      f"calls {row['task_lm_calls']} {row['seconds']}s", flush=True)
+    table = aggregate(rows)
+    (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
+    (out / "table.md").write_text(markdown(table) + "\n")
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()

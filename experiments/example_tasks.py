@@ -1,0 +1,78 @@
+"""Run `optimize` on every example task and print one Markdown table (seed prompt vs winner on test).
+
+    .venv/bin/python experiments/example_tasks.py [--tasks sst2 trec ...] [--seed 0] [--fresh-cache]
+        [--out experiments/results/example_tasks]
+
+Each task runs as its own `optimize` process (the real CLI, default settings of its task.yaml),
+timed, with its peak resident memory read by /usr/bin/time. The table and the raw summaries go
+to --out; run directories go under --out/runs (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["sst2", "trec", "ag_news", "bbh_navigate", "bbh_sports", "gsm8k"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", nargs="+", default=TASKS)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=ROOT / "experiments/results/example_tasks")
+    ap.add_argument("--trials", type=int, help="override every task's optimizer.trials")
+    ap.add_argument("--fresh-cache", action="store_true", help="start from an empty LM cache (honest timings)")
+    args = ap.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "cache"
+    if args.fresh_cache and cache.exists():
+        shutil.rmtree(cache)
+    rows = []
+    for name in args.tasks:
+        run_dir = out / "runs" / f"{name}-seed{args.seed}"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "optimizer.cli", str(ROOT / "tasks" / name / "task.yaml"),
+               "--seed", str(args.seed), "--out", str(run_dir), "--cache-dir", str(cache), "--quiet"]
+        if args.trials:
+            cmd += ["--trials", str(args.trials)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(f"{name}: failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            continue
+        peak_kb = int(proc.stderr.strip().splitlines()[-1])
+        s = json.loads((run_dir / "summary.json").read_text())
+        rows.append({"task": name, "seed": args.seed, "baseline_test": s["baseline"]["test"],
+                     "baseline_ci": s["baseline"]["test_ci"], "best_test": s["best"]["test"],
+                     "best_ci": s["best"]["test_ci"], "best_val": s["best"]["val"], "n_demos": s["best"]["n_demos"],
+                     "instruction_origin": s["best"]["instruction_origin"], "significant": s["significant"],
+                     "lm_calls": s["lm_calls"], "paid_calls": s["paid_calls"], "test_n": s["splits"]["test"],
+                     "trials": s["trials"], "wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_kb / 1024)})
+        print(f"{name}: seed {s['baseline']['test']:.3f} -> winner {s['best']['test']:.3f} "
+              f"({s['lm_calls']} calls, {wall:.0f} s)", flush=True)
+    lines = ["| task | test n | seed prompt (test, 95% CI) | winner (test, 95% CI) | winner val | demos | instruction |"
+             " CIs disjoint | LM calls | wall s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['test_n']} | {r['baseline_test']:.3f} [{r['baseline_ci'][0]:.3f}, "
+                     f"{r['baseline_ci'][1]:.3f}] | {r['best_test']:.3f} [{r['best_ci'][0]:.3f}, {r['best_ci'][1]:.3f}] | "
+                     f"{r['best_val']:.3f} | {r['n_demos']} | {r['instruction_origin']} | "
+                     f"{'yes' if r['significant'] else 'no'} | {r['lm_calls']} | {r['wall_seconds']} | {r['peak_rss_mb']} |")
+    table = "\n".join(lines)
+    (out / "table.md").write_text(table + "\n")
+    (out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Where a prompt is rendered and an LM answer parsed.
+
+``CompletionAdapter`` renders plain ``Field: value`` text for base models::
+
+    <instruction>
+
+    Sentence: a gripping film
+    Sentiment: positive
+
+    Sentence: <input>
+    Sentiment:
+
+and parses the first line of the continuation (for several output fields, as
+in chain of thought, it splits the continuation at each later field's prefix).
+It is a ``dspy.Adapter``, so a DSPy program run with ``dspy.context(adapter=
+CompletionAdapter())`` renders the same text. Chat models use DSPy's own
+``ChatAdapter``. ``render_request`` turns either into one ``LMRequest``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from .lm.base import LMRequest
+
+
+def field_prefix(signature: type[dspy.Signature], name: str) -> str:
+    extra = signature.fields[name].json_schema_extra or {}
+    prefix = str(extra.get("prefix") or name.replace("_", " ").capitalize() + ":")
+    return prefix if prefix.endswith(":") else prefix + ":"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return str(v).strip()
+
+
+class CompletionAdapter(dspy.Adapter):
+    """Plain-text completion prompts for base (non-chat) models."""
+
+    def render(self, signature: type[dspy.Signature], demos: list[dict[str, Any]], inputs: dict[str, Any]) -> str:
+        blocks: list[str] = []
+        instruction = (signature.instructions or "").strip()
+        if instruction:
+            blocks.append(instruction)
+        for demo in demos:
+            blocks.append(self._block(signature, demo, complete=True))
+        blocks.append(self._block(signature, inputs, complete=False))
+        return "\n\n".join(blocks)
+
+    def _block(self, signature: type[dspy.Signature], values: dict[str, Any], *, complete: bool) -> str:
+        lines = [f"{field_prefix(signature, n)} {_value(values.get(n, ''))}" for n in signature.input_fields]
+        outputs = list(signature.output_fields)
+        if complete:
+            for n in outputs:
+                if values.get(n) not in (None, ""):
+                    lines.append(f"{field_prefix(signature, n)} {_value(values[n])}")
+        else:
+            lines.append(field_prefix(signature, outputs[0]))
+        return "\n".join(lines)
+
+    def format(self, signature: type[dspy.Signature], demos: list[dict[str, Any]],
+               inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": self.render(signature, demos, inputs)}]
+
+    def stop(self, signature: type[dspy.Signature]) -> tuple[str, ...]:
+        # Not a bare "\n": base models often start the answer with a newline, and a stop there
+        # returns an empty answer. The parser takes the first non-empty line.
+        first_input = field_prefix(signature, next(iter(signature.input_fields)))
+        if len(signature.output_fields) == 1:
+            return ("\n\n", "\n" + first_input, "\n" + field_prefix(signature, next(iter(signature.output_fields))))
+        return ("\n\n", "\n" + first_input)
+
+    def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
+        outputs = list(signature.output_fields)
+        text = completion or ""
+        if len(outputs) == 1:
+            first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+            return {outputs[0]: first}
+        values: dict[str, Any] = {}
+        rest = text
+        for i, name in enumerate(outputs):
+            if i + 1 < len(outputs):
+                nxt = field_prefix(signature, outputs[i + 1])
+                pos = rest.find(nxt)
+                if pos < 0:
+                    values[name] = rest.strip()
+                    rest = ""
+                else:
+                    values[name] = rest[:pos].strip()
+                    rest = rest[pos + len(nxt):]
+            else:
+                values[name] = next((ln.strip() for ln in rest.splitlines() if ln.strip()), "")
+        # no final field found: fall back to the last line of the previous one
+        if not values.get(outputs[-1]) and values.get(outputs[-2]):
+            values[outputs[-1]] = values[outputs[-2]].strip().splitlines()[-1].strip()
+            values["_parse_fallback"] = True
+        return values
+
+
+def get_adapter(kind: str) -> dspy.Adapter:
+    if kind == "completion":
+        return CompletionAdapter()
+    if kind == "chat":
+        return dspy.ChatAdapter()
+    raise ValueError(f"unknown adapter {kind!r}")
+
+
+def render_request(adapter: dspy.Adapter, signature: type[dspy.Signature], demos: list[dict[str, Any]],
+                   inputs: dict[str, Any], *, max_tokens: int, temperature: float = 0.0,
+                   sample: int = 0) -> LMRequest:
+    """The one LMRequest for a program call."""
+    if isinstance(adapter, CompletionAdapter):
+        return LMRequest(prompt=adapter.render(signature, demos, inputs), max_tokens=max_tokens,
+                         temperature=temperature, stop=adapter.stop(signature), sample=sample)
+    messages = adapter.format(signature, demos, inputs)
+    return LMRequest.chat([{"role": m["role"], "content": str(m["content"])} for m in messages],
+                          max_tokens=max_tokens, temperature=temperature, sample=sample)
+
+
+def parse_response(adapter: dspy.Adapter, signature: type[dspy.Signature], text: str) -> tuple[dict[str, Any], bool]:
+    """Parsed output fields and whether parsing succeeded."""
+    try:
+        values = adapter.parse(signature, text)
+    except Exception:
+        return {n: "" for n in signature.output_fields}, False
+    ok = all(str(values.get(n) or "").strip() for n in signature.output_fields) and not values.pop(
+        "_parse_fallback", False)
+    values.pop("_parse_fallback", None)
+    return values, ok

@@ -1,0 +1,200 @@
+"""Where a candidate is scored: program x examples -> one score per example.
+
+The evaluator renders each call with the adapter, makes it through the
+backend (which caches and counts), parses the answer and applies the metric.
+Scores are memoised per (candidate, example), so re-scoring an example for the
+same candidate (finalists, the test report) costs no call.
+
+Sequential backends (the local model): examples of one candidate are evaluated
+in a row in the caller's thread, which keeps llama.cpp's prompt-prefix cache
+warm. Concurrent backends (remote endpoints, ``backend.concurrent``): ``stream``
+submits the examples to a bounded thread pool (``backend.max_concurrency``
+workers, further limited by the backend's adaptive limiter) and yields the
+outcomes **in input order**, so that what the caller does with them (reporting
+to Optuna, pruning decisions) does not depend on timing.
+
+A call that still fails after the backend's retries (``LMCallFailed``) becomes
+a failed ``Outcome`` when the caller tolerates failures (a search trial counts
+them and fails the trial past a threshold); it is never scored 0.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import dspy
+
+from .adapters import get_adapter, parse_response, render_request
+from .data import Example
+from .lm.base import LMBackend, LMCallFailed
+from .metrics import Metric
+from .program import Candidate, demo_dicts, make_signature
+from .task import TaskSpec
+
+
+@dataclass
+class Outcome:
+    example_id: str
+    score: float
+    prediction: dict[str, Any]
+    text: str
+    parsed: bool
+    prompt_tokens: int = 0
+    failed: bool = False  # the LM call failed after its retries: no score
+    error: str | None = None
+
+
+@dataclass
+class EvalResult:
+    candidate: Candidate
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def scores(self) -> list[float]:
+        return [o.score for o in self.outcomes if not o.failed]
+
+    @property
+    def failed(self) -> int:
+        return sum(o.failed for o in self.outcomes)
+
+    @property
+    def mean(self) -> float:
+        s = self.scores
+        return sum(s) / len(s) if s else float("nan")
+
+    def by_id(self) -> dict[str, float]:
+        return {o.example_id: o.score for o in self.outcomes if not o.failed}
+
+
+class Evaluator:
+    def __init__(self, task: TaskSpec, backend: LMBackend, metric: Metric, *, adapter: str = "completion",
+                 max_tokens: int = 16, temperature: float = 0.0):
+        self.task = task
+        self.backend = backend
+        self.metric = metric
+        self.adapter_kind = adapter
+        self.adapter = get_adapter(adapter)
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self._memo: dict[tuple[str, str], Outcome] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._pool_lock = threading.Lock()
+
+    @property
+    def concurrency(self) -> int:
+        return self.backend.max_concurrency if getattr(self.backend, "concurrent", False) else 1
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            n = self.concurrency
+            if self._pool is None or self._pool_size != n:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="lm")
+                self._pool_size = n
+            return self._pool
+
+    def close(self, wait: bool = False) -> None:
+        """Stop the pool: queued examples are dropped; ``wait`` lets the calls in flight finish first."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+    def signature(self, candidate: Candidate) -> type[dspy.Signature]:
+        return make_signature(self.task, candidate.instruction)
+
+    def request(self, candidate: Candidate, inputs: dict[str, Any]):
+        sig = self.signature(candidate)
+        return render_request(self.adapter, sig, demo_dicts(self.task, candidate.demos), inputs,
+                              max_tokens=self.max_tokens, temperature=self.temperature)
+
+    def prompt_text(self, candidate: Candidate, inputs: dict[str, Any] | None = None) -> str:
+        """The rendered prompt as plain text (placeholders when no inputs are given)."""
+        inputs = inputs or {f.name: "{{" + f.name + "}}" for f in self.task.inputs}
+        req = self.request(candidate, inputs)
+        if req.prompt is not None:
+            return req.prompt
+        return "\n\n".join(f"[{role}]\n{content}" for role, content in req.messages or ())
+
+    def prompt_tokens(self, candidate: Candidate) -> int:
+        """Approximate prompt length without the input: whitespace tokens of the rendered template."""
+        return len(self.prompt_text(candidate).split())
+
+    def run_one(self, candidate: Candidate, example: Example) -> Outcome:
+        key = (candidate.key, example.id)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        sig = self.signature(candidate)
+        req = self.request(candidate, example.inputs)
+        resp = self.backend.complete(req)
+        values, ok = parse_response(self.adapter, sig, resp.text)
+        score = float(self.metric(example, values))
+        out = Outcome(example.id, score, values, resp.text, ok, resp.prompt_tokens)
+        self._memo[key] = out
+        return out
+
+    def _one(self, candidate: Candidate, example: Example, tolerate: bool) -> Outcome:
+        if not tolerate:
+            return self.run_one(candidate, example)
+        try:
+            return self.run_one(candidate, example)
+        except LMCallFailed as exc:
+            return Outcome(example.id, 0.0, {}, "", False, failed=True, error=str(exc))
+
+    def stream(self, candidate: Candidate, examples: Iterable[Example], *,
+               tolerate_failures: bool = False) -> Iterator[Outcome]:
+        """Outcomes of ``examples`` in their order.
+
+        Concurrent backends keep up to ``concurrency`` examples in flight ahead of the
+        consumer; closing the generator early (a pruned trial) cancels those not yet
+        started. With ``tolerate_failures``, an ``LMCallFailed`` becomes a failed Outcome;
+        any other error (budget, auth, metric, Ctrl-C) propagates."""
+        examples = list(examples)
+        n = self.concurrency
+        if n <= 1 or len(examples) <= 1:
+            for ex in examples:
+                yield self._one(candidate, ex, tolerate_failures)
+            return
+        pool = self._executor()
+        pending: list[Future] = []
+        nxt = 0
+        try:
+            while nxt < len(examples) and len(pending) < n:
+                pending.append(pool.submit(self._one, candidate, examples[nxt], tolerate_failures))
+                nxt += 1
+            while pending:
+                fut = pending.pop(0)
+                out = fut.result()
+                if nxt < len(examples):
+                    pending.append(pool.submit(self._one, candidate, examples[nxt], tolerate_failures))
+                    nxt += 1
+                yield out
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    def iter_outcomes(self, candidate: Candidate, examples: Iterable[Example]) -> Iterator[Outcome]:
+        yield from self.stream(candidate, examples)
+
+    def evaluate(self, candidate: Candidate, examples: list[Example],
+                 on_outcome: Callable[[Outcome], None] | None = None, *,
+                 tolerate_failures: bool = False) -> EvalResult:
+        t0 = time.perf_counter()
+        result = EvalResult(candidate)
+        for out in self.stream(candidate, examples, tolerate_failures=tolerate_failures):
+            result.outcomes.append(out)
+            if on_outcome:
+                on_outcome(out)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def known(self, candidate: Candidate, example: Example) -> bool:
+        return (candidate.key, example.id) in self._memo

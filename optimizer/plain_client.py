@@ -1,0 +1,202 @@
+"""A production-style client for exported prompts: plain Python, the ``openai`` client, nothing of ours.
+
+This file deliberately imports only the standard library, ``openai`` and (for YAML and chat-template
+artifacts) ``yaml`` and ``jinja2``; it never imports the ``optimizer`` package. ``optimize export``
+runs it in a separate interpreter (``python -I``) to check that an exported artifact, used the way
+a production service would use it, reproduces the optimizer's prompts and answers. It is also the
+reference for using an export by hand::
+
+    python plain_client.py ARTIFACT INPUTS.jsonl OUT.jsonl --base-url http://127.0.0.1:8080/v1 [--model M]
+
+``INPUTS.jsonl``: one ``{"id": ..., "inputs": {field: value}}`` per line. ``OUT.jsonl``: per input
+the rendered prompt (or messages), the raw answer, the parsed output fields, token counts and
+latency; the last line is ``{"_client": {...}}`` and lists any ``optimizer`` module that got
+imported (there must be none).
+
+Rendering rules (``render: completion-v1`` in the artifacts):
+
+- ``{{name}}`` placeholders are replaced, in one pass, by the input value with surrounding
+  whitespace stripped;
+- from parts (``yaml``, ``dspy``): the instruction, then one block per demo, then the input block,
+  separated by blank lines; a block is ``<prefix> <value>`` lines, input fields first, then the
+  demo's non-empty output fields; the input block ends with the first output field's prefix;
+- ``openai-chat`` messages are sent as they are; the artifact's ``chat_template`` (a Jinja
+  template, applied by the server) turns them back into the completion prompt.
+
+Parsing (``output_parsing``): ``first-line`` takes the first non-empty line of the answer;
+``prefixed-fields`` splits the answer at the later fields' prefixes (chain of thought);
+``chat-fields`` reads ``[[ ## name ## ]]`` sections (DSPy's chat format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
+
+
+def value_text(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return str(v).strip()
+
+
+def fill(text: str, inputs: dict) -> str:
+    """Replace ``{{name}}`` placeholders by the stripped input values (one pass)."""
+    return PLACEHOLDER.sub(lambda m: value_text(inputs[m.group(1)]) if m.group(1) in inputs else m.group(0), text)
+
+
+def render_parts(instruction: str, fields: list[dict], demos: list[dict], inputs: dict) -> str:
+    """The completion prompt from instruction, fields ({name, prefix, role}), demos and inputs."""
+    ins = [f for f in fields if f["role"] == "input"]
+    outs = [f for f in fields if f["role"] == "output"]
+    blocks = [instruction.strip()] if instruction and instruction.strip() else []
+    for d in demos:
+        lines = [f"{f['prefix']} {value_text(d.get(f['name'], ''))}" for f in ins]
+        lines += [f"{f['prefix']} {value_text(d[f['name']])}" for f in outs if d.get(f["name"]) not in (None, "")]
+        blocks.append("\n".join(lines))
+    blocks.append("\n".join([f"{f['prefix']} {value_text(inputs.get(f['name'], ''))}" for f in ins]
+                            + [outs[0]["prefix"]]))
+    return "\n\n".join(blocks)
+
+
+def render_chat_template(template: str, messages: list[dict]) -> str:
+    """What a server applying ``template`` sends to the model (without the BOS token it adds)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(messages=messages, bos_token="", eos_token="",
+                                            add_generation_prompt=True)
+
+
+def parse(text: str, spec: dict) -> dict:
+    rule = spec["rule"]
+    names = [f["name"] for f in spec["fields"]]
+    if rule == "first-line":
+        first = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
+        return {names[0]: first}
+    if rule == "prefixed-fields":
+        values, rest = {}, text or ""
+        for i, f in enumerate(spec["fields"]):
+            if i + 1 < len(spec["fields"]):
+                nxt = spec["fields"][i + 1]["prefix"]
+                pos = rest.find(nxt)
+                if pos < 0:
+                    values[f["name"]], rest = rest.strip(), ""
+                else:
+                    values[f["name"]], rest = rest[:pos].strip(), rest[pos + len(nxt):]
+            else:
+                values[f["name"]] = next((ln.strip() for ln in rest.splitlines() if ln.strip()), "")
+        if not values.get(names[-1]) and len(names) > 1 and values.get(names[-2]):
+            values[names[-1]] = values[names[-2]].strip().splitlines()[-1].strip()
+        return values
+    if rule == "chat-fields":
+        parts = re.split(r"\[\[ ## (\w+) ## \]\]", text or "")
+        found = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+        return {n: found.get(n, "") for n in names}
+    raise ValueError(f"unknown output_parsing rule {rule!r}")
+
+
+def load_artifact(path: str) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text)
+    return json.loads(text)
+
+
+def prepare(art: dict, inputs: dict) -> dict:
+    """The request for one input: {'api', 'prompt' or 'messages', plus what to compare}."""
+    if "prompt_optimizer" in art:  # a DSPy program JSON with our block
+        meta = art["prompt_optimizer"]
+        state = art if isinstance(art.get("signature"), dict) else next(
+            v for v in art.values() if isinstance(v, dict) and isinstance(v.get("signature"), dict))
+        sig = state["signature"]
+        names = [(n, "input") for n in meta["inputs"]] + [(n, "output") for n in meta["outputs"]]
+        if len(names) != len(sig["fields"]):
+            raise ValueError("signature fields do not match prompt_optimizer.inputs/outputs")
+        fields = [{"name": n, "role": r, "prefix": f["prefix"]} for (n, r), f in zip(names, sig["fields"])]
+        prompt = render_parts(sig.get("instructions") or "", fields, state.get("demos") or [], inputs)
+        return {"api": "completions", "prompt": prompt}
+    fmt = art["format"]
+    if fmt == "completion":
+        return {"api": "completions", "prompt": fill(art["template"], inputs)}
+    if fmt == "yaml":
+        fields = [{**f, "role": "input"} for f in art["inputs"]] + [{**f, "role": "output"} for f in art["outputs"]]
+        from_parts = render_parts(art.get("instruction") or "", fields, art.get("demos") or [], inputs)
+        return {"api": "completions", "prompt": fill(art["template"], inputs), "parts_prompt": from_parts}
+    if fmt == "openai-chat":
+        messages = [{"role": m["role"], "content": fill(m["content"], inputs)} for m in art["messages"]]
+        out = {"api": "chat", "messages": messages}
+        if art.get("chat_template"):
+            out["prompt"] = render_chat_template(art["chat_template"], messages)
+        return out
+    raise ValueError(f"unknown artifact format {fmt!r}")
+
+
+def meta_of(art: dict) -> dict:
+    return art["prompt_optimizer"] if "prompt_optimizer" in art else art
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("artifact")
+    ap.add_argument("inputs")
+    ap.add_argument("out")
+    ap.add_argument("--base-url", required=True)
+    ap.add_argument("--model")
+    ap.add_argument("--api-key-env", help="name of the environment variable holding the key")
+    ap.add_argument("--render-only", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        art = load_artifact(args.artifact)
+        meta = meta_of(art)
+        model = args.model or meta["model"]
+        params = dict(meta.get("parameters") or {})
+        extra = meta.get("extra_body") or None
+        spec = meta["output_parsing"]
+        client = None
+        if not args.render_only:
+            import openai
+
+            key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
+            client = openai.OpenAI(base_url=args.base_url, api_key=key or "no-key", max_retries=2, timeout=120)
+        with open(args.inputs, encoding="utf-8") as fh, open(args.out, "w", encoding="utf-8") as out:
+            for line in fh:
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                req = prepare(art, item["inputs"])
+                rec = {"id": item["id"], **{k: v for k, v in req.items() if k != "api"}}
+                if client is not None:
+                    t0 = time.perf_counter()
+                    if req["api"] == "completions":
+                        r = client.completions.create(model=model, prompt=req["prompt"], extra_body=extra, **params)
+                        text = r.choices[0].text or ""
+                    else:
+                        r = client.chat.completions.create(model=model, messages=req["messages"], extra_body=extra,
+                                                           **params)
+                        text = r.choices[0].message.content or ""
+                    rec.update({"text": text, "parsed": parse(text, spec),
+                                "latency_s": round(time.perf_counter() - t0, 5),
+                                "prompt_tokens": getattr(r.usage, "prompt_tokens", None),
+                                "completion_tokens": getattr(r.usage, "completion_tokens", None)})
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            ours = sorted(m for m in sys.modules if m == "optimizer" or m.startswith("optimizer."))
+            out.write(json.dumps({"_client": {"optimizer_modules": ours, "python": sys.version.split()[0]}}) + "\n")
+    except Exception as exc:  # one line for the caller
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        print(f"plain client failed: {msg}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

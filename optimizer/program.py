@@ -1,0 +1,105 @@
+"""Programs: DSPy signatures and modules built from a task, and the candidates the search explores.
+
+A ``Candidate`` is what the optimizer varies: an instruction and an ordered
+tuple of demos. ``build_program`` turns one into a real DSPy module
+(``dspy.Predict`` or ``dspy.ChainOfThought``) whose saved JSON is the run's
+``best_program.json``; load it with ``build_program(task).load(path)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+
+from .data import Example
+from .task import TaskSpec
+
+
+@dataclass(frozen=True)
+class Candidate:
+    instruction: str
+    demos: tuple[Example, ...] = ()
+    origin: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps([self.instruction, [d.id for d in self.demos]])
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=256)
+def _signature(task_json: str, program: str, instruction: str) -> type[dspy.Signature]:
+    task = json.loads(task_json)
+    fields: dict[str, tuple[type, Any]] = {}
+    prefixes: dict[str, str] = {}
+    for f in task["inputs"]:
+        fields[f["name"]] = (str, dspy.InputField(desc=f.get("description") or ""))
+        prefixes[f["name"]] = f["label"]
+    out = task["output"]
+    desc = out.get("description") or ""
+    if out.get("labels"):
+        labels = list(dict.fromkeys(out["labels"].values()))
+        desc = (desc + " " if desc else "") + "One of: " + ", ".join(labels) + "."
+    fields[out["name"]] = (str, dspy.OutputField(desc=desc))
+    prefixes[out["name"]] = out["label"]
+    sig = dspy.make_signature(fields, instruction, signature_name="TaskSignature")
+    if program == "chain_of_thought":
+        sig = sig.prepend(name="reasoning", field=dspy.OutputField(desc="${reasoning}"), type_=str)
+        prefixes["reasoning"] = "Reasoning"
+    for name, prefix in prefixes.items():
+        extra = sig.fields[name].json_schema_extra
+        if extra is not None:
+            extra["prefix"] = prefix + ":"
+    return sig
+
+
+def _task_key(task: TaskSpec) -> str:
+    return json.dumps({
+        "inputs": [{"name": f.name, "label": f.label, "description": f.description} for f in task.inputs],
+        "output": {"name": task.output.name, "label": task.output.label, "description": task.output.description,
+                   "labels": task.output.labels},
+    }, sort_keys=True)
+
+
+def make_signature(task: TaskSpec, instruction: str | None = None) -> type[dspy.Signature]:
+    """The task's signature (with ``reasoning`` first for chain_of_thought)."""
+    return _signature(_task_key(task), task.program, task.instruction if instruction is None else instruction)
+
+
+def demo_dicts(task: TaskSpec, demos: tuple[Example, ...] | list[Example]) -> list[dict[str, str]]:
+    out = []
+    for d in demos:
+        dd = d.to_dict(task.output.name)
+        if task.program != "chain_of_thought":
+            dd.pop("reasoning", None)
+        out.append(dd)
+    return out
+
+
+def build_program(task: TaskSpec, candidate: Candidate | None = None) -> dspy.Module:
+    """A DSPy module for the task, carrying the candidate's instruction and demos."""
+    candidate = candidate or Candidate(task.instruction)
+    base = _signature(_task_key(task), "predict", candidate.instruction)
+    if task.program == "chain_of_thought":
+        program: dspy.Module = dspy.ChainOfThought(base)
+        predictor = program.predict
+        sig = make_signature(task, candidate.instruction)
+        predictor.signature = sig
+    else:
+        program = dspy.Predict(base)
+        predictor = program
+    predictor.demos = [dspy.Example(**d) for d in demo_dicts(task, candidate.demos)]
+    return program
+
+
+def default_max_tokens(task: TaskSpec, profile_max: int | None = None) -> int:
+    if task.max_tokens:
+        return task.max_tokens
+    if profile_max:
+        return profile_max
+    return 256 if task.program == "chain_of_thought" else 16

@@ -1,0 +1,721 @@
+"""Where the study is driven: one Optuna trial = one candidate scored on validation examples.
+
+Search space: instruction (index into the instruction pool), demo set (index
+into the demo pool) and number of demos (a prefix of the set). Each trial walks
+the validation examples in a seeded per-trial order and reports every
+example's score under the example's index, so that Optuna's ``WilcoxonPruner``
+compares it *paired* with the best trial on the same examples and stops it as
+soon as it is significantly worse (racing). Trials that survive have seen the
+whole validation split; their mean is the objective. Pruned trials keep their
+partial mean as a user attribute.
+
+Slots: the study holds exactly ``n_trials`` slots, enqueued up front as WAITING
+trials (slot 0 is the seed prompt). A worker claims the lowest open slot
+atomically (WAITING -> RUNNING is a compare-and-set in every Optuna storage), so
+several processes on one storage (PostgreSQL, MySQL, a journal file, Redis)
+never run a slot twice and never lose one. Everything random about a trial
+derives from ``(seed, slot)``: the sampler is re-seeded per slot
+(``SlotSeededTPE``) and the validation order is seeded by the slot, so a run
+killed at any moment and resumed proposes exactly what an uninterrupted run
+would have. A trial whose process died (RUNNING with no heartbeat, or any
+RUNNING trial in a run directory we hold the lock of) is marked FAIL and its
+slot re-enqueued with the same parameters.
+
+Failures: calls that fail after the backend's retries are counted per trial and
+not reported (never scored 0). A trial with more than ``max_failure_rate`` of
+its validation examples failed is marked FAIL in the study and its slot is
+retried; a slot that fails ``max_slot_attempts`` times stops the run.
+
+The study, the candidate space and the slots live in any Optuna storage: by
+default SQLite in the run directory, else ``--storage URL`` (``sqlite:///``,
+``postgresql://``, ``mysql://``, ``journal:PATH`` / ``*.log`` for a journal file,
+``redis://`` for a Redis journal).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import random
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import optuna
+from optuna.trial import TrialState
+
+from .data import Example
+from .errors import ConfigError, StorageError
+from .evaluate import Evaluator
+from .lm.base import LMCallFailed
+from .program import Candidate
+
+ATTR = "optimizer:"  # prefix of the study and trial attributes this module owns
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class SearchSpace:
+    instructions: list[tuple[str, str]]  # (text, origin)
+    demo_sets: list[tuple[str, list[Example]]]  # (selector, ordered examples)
+    max_demos: int
+
+    def candidate(self, instruction: int, demo_set: int, n_demos: int) -> Candidate:
+        text, origin = self.instructions[instruction]
+        demos: tuple[Example, ...] = ()
+        selector = None
+        if n_demos > 0 and self.demo_sets:
+            selector, exs = self.demo_sets[demo_set]
+            demos = tuple(exs[:n_demos])
+        return Candidate(text, demos, {"instruction": instruction, "instruction_origin": origin,
+                                       "demo_set": demo_set if demos else None, "demo_selector": selector,
+                                       "n_demos": len(demos)})
+
+    def describe(self) -> dict[str, Any]:
+        return {"instructions": [{"index": i, "origin": o, "text": t} for i, (t, o) in enumerate(self.instructions)],
+                "demo_sets": [{"index": i, "selector": s, "ids": [e.id for e in exs]}
+                              for i, (s, exs) in enumerate(self.demo_sets)],
+                "max_demos": self.max_demos}
+
+    @property
+    def has_demos(self) -> bool:
+        return bool(self.demo_sets) and self.max_demos > 0
+
+    def seed_params(self) -> dict[str, int]:
+        """The seed prompt: instruction 0, no demos (always slot 0)."""
+        return {"instruction": 0, "demo_set": 0, "n_demos": 0} if self.has_demos else {"instruction": 0}
+
+    @classmethod
+    def from_description(cls, d: dict[str, Any], train: list[Example], *, where: str = "study") -> "SearchSpace":
+        by_id = {e.id: e for e in train}
+        sets = []
+        for s in d["demo_sets"]:
+            missing = [i for i in s["ids"] if i not in by_id]
+            if missing:
+                raise ConfigError(f"the {where} was built from other training data (example {missing[0]} is unknown)",
+                                  field="--study", fix="use the same task and data as the study, or a new --study")
+            sets.append((s["selector"], [by_id[i] for i in s["ids"]]))
+        return cls([(i["text"], i["origin"]) for i in d["instructions"]], sets, int(d["max_demos"]))
+
+
+# ------------------------------------------------------------------------- sampler
+
+def slot_seed(seed: int, slot: int) -> int:
+    return int(hashlib.sha256(f"{seed}:slot:{slot}".encode()).hexdigest()[:8], 16)
+
+
+def trial_slot(t: Any) -> int:
+    attrs = t.user_attrs if hasattr(t, "user_attrs") else {}
+    return int(attrs.get(ATTR + "slot", t.number))
+
+
+class SlotSeededTPE(optuna.samplers.TPESampler):
+    """TPE whose random state is re-seeded from (seed, slot) before every trial.
+
+    Optuna samplers keep their RNG in memory, so a resumed process would draw
+    different parameters than an uninterrupted one. Re-seeding per slot makes a
+    trial's proposal a function of the seed, the slot and the finished trials only."""
+
+    def __init__(self, *, seed: int, **kwargs: Any):
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        s = slot_seed(self._base_seed, trial_slot(trial))
+        self._rng.rng.seed(s)
+        self._random_sampler._rng.rng.seed(s)
+        super().before_trial(study, trial)
+
+    def _sample(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict) -> dict:
+        # TPE orders its observations by trial number; a slot re-run after a crash has a new number,
+        # so it sees the history in slot order, numbered by slot, as an uninterrupted run would
+        return super()._sample(_SlotView(study), _renumbered(trial), search_space)
+
+
+def _renumbered(t: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+    if trial_slot(t) == t.number:
+        return t
+    c = copy.copy(t)
+    c.number = trial_slot(t)
+    return c
+
+
+class _SlotView:
+    """A study seen in slot order, its trials numbered by slot (for the sampler and the pruner)."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, *args: Any, **kwargs: Any) -> list[optuna.trial.FrozenTrial]:
+        trials = self._study._get_trials(*args, **kwargs)
+        return [_renumbered(t) for t in sorted(trials, key=lambda t: (trial_slot(t), t.number))]
+
+    def get_trials(self, *args: Any, **kwargs: Any) -> list[optuna.trial.FrozenTrial]:
+        trials = self._study.get_trials(*args, **kwargs)
+        return [_renumbered(t) for t in sorted(trials, key=lambda t: (trial_slot(t), t.number))]
+
+    @property
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        return self.get_trials()
+
+    @property
+    def best_trial(self) -> optuna.trial.FrozenTrial:
+        """Ties go to the earlier slot (storages break ties by insertion order, which a resume changes)."""
+        complete = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            raise ValueError("no trial is completed yet")
+        return max(complete, key=lambda t: (t.value, -trial_slot(t), -t.number))
+
+
+class SlotStablePruner(optuna.pruners.BasePruner):
+    """Wraps a pruner so that "the best trial" it compares with does not depend on trial numbers."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner):
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self.inner.prune(_SlotView(study), trial)  # type: ignore[arg-type]
+
+
+def make_sampler(seed: int, n_trials: int) -> SlotSeededTPE:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return SlotSeededTPE(seed=seed, multivariate=True, n_startup_trials=max(4, n_trials // 4))
+
+
+def make_pruner(prune: bool, prune_p: float, min_examples: int) -> optuna.pruners.BasePruner:
+    if not prune:
+        return optuna.pruners.NopPruner()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return SlotStablePruner(optuna.pruners.WilcoxonPruner(p_threshold=prune_p, n_startup_steps=min_examples))
+
+
+# ------------------------------------------------------------------------- storage
+
+def redact_url(url: str) -> str:
+    """The URL without its password (for messages, run directories and summaries)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<storage URL>"
+    if parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def _scrub(text: str, url: str) -> str:
+    try:
+        pw = urlsplit(url).password
+    except ValueError:
+        pw = None
+    text = text.replace(url, redact_url(url))
+    return text.replace(pw, "***") if pw else text
+
+
+def _storage_error(url: str, exc: BaseException | str) -> StorageError:
+    msg = exc if isinstance(exc, str) else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    msg = _scrub(str(msg), url)[:200]
+    return StorageError(f"cannot open study storage {redact_url(url)}: {msg}", field="--storage",
+                        fix="check the URL (sqlite:///FILE, postgresql://USER@HOST/DB, journal:FILE, "
+                            "redis://HOST:PORT) and that the server is running and reachable")
+
+
+def storage_kind(url: str) -> str:
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return "redis"
+    if url.startswith("journal:") or (url.endswith((".log", ".journal")) and "://" not in url):
+        return "journal"
+    if "://" in url:
+        return "rdb"
+    raise StorageError(f"not a storage URL: {url!r}", field="--storage",
+                       fix="use sqlite:///FILE, postgresql://USER@HOST/DB, journal:FILE or redis://HOST:PORT")
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for a URL; any failure to connect is one StorageError (password redacted)."""
+    kind = storage_kind(url)
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+
+    if kind == "journal":
+        rest = url[len("journal:"):] if url.startswith("journal:") else url
+        path = Path(rest[2:] if rest.startswith("//") else rest)  # journal:///abs/file or journal:rel/file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except Exception as exc:
+            raise _storage_error(url, exc) from None
+    if kind == "redis":
+        from urllib.parse import parse_qsl, urlencode
+
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        prefix = query.pop("prefix", "")  # redis://HOST:PORT/DB?prefix=NAME keeps studies apart in one database
+        plain = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+        try:
+            import redis
+
+            client = redis.Redis.from_url(plain, socket_connect_timeout=5, socket_timeout=10)
+            client.ping()
+            client.close()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return JournalStorage(JournalRedisBackend(plain, prefix=prefix))
+        except ImportError:
+            raise StorageError("Redis storage needs the `redis` package", field="--storage",
+                               fix="pip install redis") from None
+        except Exception as exc:
+            raise _storage_error(url, exc) from None
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    given = url
+    if url.startswith(("postgresql", "postgres")):
+        engine_kwargs["connect_args"] = {"connect_timeout": 5}
+        url = _postgres_driver(url)
+    last: BaseException | None = None
+    for attempt in range(4):  # several workers creating the schema at once race; the loser retries
+        try:
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs)
+            if url.startswith("sqlite"):
+                _sqlite_wal(storage)
+            return storage
+        except Exception as exc:
+            last = exc
+            text = str(exc).lower()
+            if any(s in text for s in ("connection refused", "could not connect", "could not translate",
+                                       "does not exist", "unable to open", "timeout", "password", "no such",
+                                       "authentication", "can't load plugin", "no module named")):
+                break
+            time.sleep(0.5 + attempt)
+    msg = last if last is not None else "unknown error"
+    if isinstance(msg, BaseException):
+        msg = _scrub((str(msg).strip().splitlines() or [type(msg).__name__])[0], url)
+    raise _storage_error(given, msg) from None
+
+
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when that is what is installed."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if "+" in scheme or not sep:
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    if importlib.util.find_spec("psycopg") is None:
+        raise StorageError("PostgreSQL storage needs a driver (psycopg2 or psycopg)", field="--storage",
+                           fix="pip install 'prompt-optimizer[distributed]' (psycopg2-binary)")
+    return f"postgresql+psycopg://{rest}"
+
+
+def _sqlite_wal(storage: Any) -> None:
+    """WAL journal, no fsync per commit: a trial reports every example, and a commit that waits for the
+    disk costs ~10 ms. A killed process (SIGKILL included) loses nothing in WAL mode; only a power cut
+    can drop the last commits, which a resume then redoes from the response cache."""
+    from sqlalchemy import event
+
+    def on_connect(dbapi_con, _record):
+        cur = dbapi_con.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()
+
+
+def connect_study(storage: optuna.storages.BaseStorage, name: str, seed: int, n_trials: int, *, prune: bool,
+                  prune_p: float, min_examples: int, url: str = "") -> tuple[optuna.Study, bool]:
+    """Create the study, or load it when it exists. Returns (study, created_by_us); creation is atomic."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = make_sampler(seed, n_trials)
+    pruner = make_pruner(prune, prune_p, min_examples)
+    try:
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
+                                        pruner=pruner, load_if_exists=False)
+            return study, True
+        except optuna.exceptions.DuplicatedStudyError:
+            pass
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except (StorageError, ConfigError):
+        raise
+    except Exception as exc:
+        raise _storage_error(url or "storage", exc) from None
+    setup = study.user_attrs.get(ATTR + "setup")
+    if setup:
+        stored_n = int(setup.get("n_trials", n_trials))
+        study.sampler = make_sampler(seed, stored_n)  # n_startup_trials as the study was created
+    return study, False
+
+
+def open_study(storage: str, name: str, seed: int, n_trials: int, *, prune: bool, prune_p: float,
+               min_examples: int) -> optuna.Study:
+    """Backwards-compatible: open (or create) a study from a storage URL."""
+    study, _ = connect_study(open_storage(storage), name, seed, n_trials, prune=prune, prune_p=prune_p,
+                             min_examples=min_examples, url=storage)
+    return study
+
+
+# ------------------------------------------------------------------------- study setup
+
+def study_setup(study: optuna.Study) -> dict[str, Any] | None:
+    """What the creator stored, once the study is ready (space, slots, seed), else None."""
+    attrs = study._storage.get_study_user_attrs(study._study_id)
+    return attrs.get(ATTR + "setup") if attrs.get(ATTR + "ready") else None
+
+
+def check_setup(setup: dict[str, Any], *, task: str, seed: int, data: str) -> None:
+    for key, mine in (("task", task), ("seed", seed), ("data", data)):
+        if setup.get(key) != mine:
+            raise ConfigError(f"the study was created with {key} {setup.get(key)!r}, this run has {mine!r}",
+                              field="--study" if key != "seed" else "--seed",
+                              fix="run with the same task, data and --seed as the study, or name a new --study")
+
+
+def publish_setup(study: optuna.Study, space: SearchSpace, setup: dict[str, Any]) -> None:
+    """Store the candidate space, enqueue the slots, then mark the study ready (creator only)."""
+    study.set_user_attr(ATTR + "space", space.describe())
+    ensure_slots(study, space, int(setup["n_trials"]))
+    study.set_user_attr(ATTR + "setup", setup)
+    study.set_user_attr(ATTR + "ready", True)
+
+
+def ensure_slots(study: optuna.Study, space: SearchSpace, n_trials: int) -> int:
+    """Enqueue the slots 0..n_trials-1 that have no trial yet; returns how many were added."""
+    have = {trial_slot(t) for t in study.get_trials(deepcopy=False)}
+    added = 0
+    for k in range(n_trials):
+        if k not in have:
+            params = space.seed_params() if k == 0 else {}
+            study.enqueue_trial(params, user_attrs={ATTR + "slot": k})
+            added += 1
+    return added
+
+
+def wait_setup(study: optuna.Study, *, timeout: float, poll: float = 1.0,
+               on_event: Callable[..., None] | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        setup = study_setup(study)
+        if setup is not None:
+            return setup
+        if not told and on_event is not None:
+            on_event("waiting", what="study setup by the worker that created the study")
+            told = True
+        if time.monotonic() > deadline:
+            raise StorageError(f"study {study.study_name!r} was not set up within {timeout:.0f}s",
+                               field="--study", fix="start the worker that created the study again, "
+                                                    "or use a new --study name")
+        time.sleep(poll)
+
+
+def space_of(study: optuna.Study, train: list[Example]) -> SearchSpace:
+    attrs = study._storage.get_study_user_attrs(study._study_id)
+    return SearchSpace.from_description(attrs[ATTR + "space"], train)
+
+
+# ------------------------------------------------------------------------- the search
+
+class _Heartbeat:
+    """Writes a timestamp on the running trial every ``interval`` seconds (shared storages)."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int, interval: float):
+        self.storage = storage
+        self.trial_id = trial_id
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.set_trial_system_attr(self.trial_id, ATTR + "hb", time.time())
+            except Exception:
+                return  # finished or storage gone: nothing to keep alive
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+
+class Search:
+    """Runs the study's open slots against an Evaluator and records them."""
+
+    def __init__(self, study: optuna.Study, space: SearchSpace, evaluator: Evaluator, validation: list[Example],
+                 *, seed: int, on_event: Callable[..., None] | None = None,
+                 trial_log: Callable[[dict[str, Any]], None] | None = None, exclusive: bool = True,
+                 worker_id: str | None = None, max_failure_rate: float = 0.1, max_slot_attempts: int = 3,
+                 heartbeat: float = 5.0, grace: float = 60.0, poll: float = 1.0):
+        self.study = study
+        self.storage = study._storage
+        self.space = space
+        self.evaluator = evaluator
+        self.validation = validation
+        self.seed = seed
+        self.on_event = on_event or (lambda *a, **k: None)
+        self.trial_log = trial_log or (lambda rec: None)
+        self.exclusive = exclusive  # we hold the run directory's lock: no other process runs this study
+        self.worker_id = worker_id or uuid.uuid4().hex
+        self.max_failure_rate = max_failure_rate
+        self.max_slot_attempts = max_slot_attempts
+        self.heartbeat = heartbeat
+        self.grace = grace
+        self.poll = poll
+        self.candidates: dict[int, Candidate] = {}
+        self.ran = 0  # trials this process finished (any state)
+        self._recovered = False
+
+    # -- one trial ---------------------------------------------------------------------
+    def _suggest(self, trial: optuna.Trial) -> Candidate:
+        i = trial.suggest_int("instruction", 0, len(self.space.instructions) - 1)
+        if self.space.has_demos:
+            d = trial.suggest_int("demo_set", 0, len(self.space.demo_sets) - 1)
+            k = trial.suggest_int("n_demos", 0, self.space.max_demos)
+        else:
+            d, k = 0, 0
+        return self.space.candidate(i, d, k)
+
+    def _objective(self, trial: optuna.Trial, slot: int) -> tuple[dict[str, Any], float]:
+        cand = self._suggest(trial)
+        self.candidates[trial.number] = cand
+        order = list(range(len(self.validation)))
+        random.Random(f"{self.seed}:trial:{slot}").shuffle(order)
+        usage0 = self.evaluator.backend.usage
+        t0 = time.perf_counter()
+        scores: list[float] = []
+        parse_failures = failed = attempted = 0
+        allowed = math.floor(self.max_failure_rate * len(order))
+        last_error = None
+        pruned = too_many = False
+        self.on_event("trial_start", number=trial.number, slot=slot, params=trial.params)
+        gen = self.evaluator.stream(cand, [self.validation[i] for i in order], tolerate_failures=True)
+        try:
+            for idx, out in zip(order, gen):
+                attempted += 1
+                if out.failed:
+                    failed += 1
+                    last_error = out.error
+                    if failed > allowed:
+                        too_many = True
+                        break
+                    continue
+                scores.append(out.score)
+                parse_failures += int(not out.parsed)
+                trial.report(out.score, idx)
+                self.on_event("example", number=trial.number)
+                if trial.should_prune():
+                    pruned = True
+                    break
+        finally:
+            gen.close()
+        used = self.evaluator.backend.usage - usage0
+        mean = sum(scores) / len(scores) if scores else float("nan")
+        state = "failed" if (too_many or not scores) else "pruned" if pruned else "complete"
+        rec = {"trial": trial.number, "slot": slot, "params": dict(trial.params), "state": state,
+               "score": round(mean, 6) if scores else None, "examples": len(scores), "failed_calls": failed,
+               "parse_failures": parse_failures, "lm_calls": used.calls, "cache_hits": used.cache_hits,
+               "retries": used.retries, "prompt_tokens": used.prompt_tokens,
+               "completion_tokens": used.completion_tokens, "seconds": round(time.perf_counter() - t0, 3),
+               "instruction_origin": cand.origin.get("instruction_origin"),
+               "demo_selector": cand.origin.get("demo_selector"), "prompt_words": self.evaluator.prompt_tokens(cand)}
+        if state == "failed":
+            rec["error"] = last_error
+        trial.set_user_attr("candidate_key", cand.key)
+        trial.set_user_attr("examples", len(scores))
+        trial.set_user_attr("failed_calls", failed)
+        if scores:
+            trial.set_user_attr("partial_mean", mean)
+        trial.set_user_attr("prompt_words", rec["prompt_words"])
+        trial.set_user_attr(ATTR + "record", rec)
+        return rec, mean
+
+    def _run_slot(self, frozen: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        tid = frozen._trial_id
+        slot = trial_slot(frozen)
+        self.storage.set_trial_system_attr(tid, ATTR + "worker", self.worker_id)
+        self.storage.set_trial_system_attr(tid, ATTR + "hb", time.time())
+        hb = None if self.exclusive else _Heartbeat(self.storage, tid, self.heartbeat)
+        self.study._thread_local.cached_all_trials = None
+        try:
+            trial = optuna.Trial(self.study, tid)
+            try:
+                rec, mean = self._objective(trial, slot)
+            except BaseException as exc:  # budget, Ctrl-C, a fatal LM or metric error: give the slot back
+                self._abandon(tid, slot, frozen, trial_params=self._params(tid), reason=type(exc).__name__)
+                raise
+        finally:
+            if hb is not None:
+                hb.stop()
+        if rec["state"] == "complete":
+            self.study.tell(trial, mean, skip_if_finished=True)
+        elif rec["state"] == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        self.ran += 1
+        self.trial_log(rec)
+        self.on_event("trial_end", record=rec)
+        if rec["state"] == "failed":
+            attempts = int(frozen.user_attrs.get(ATTR + "slot_failures", 0)) + 1
+            self._enqueue(slot, rec["params"], attempts)
+            if attempts >= self.max_slot_attempts:
+                raise LMCallFailed(f"trial slot {slot} failed {attempts} times: more than "
+                                   f"{self.max_failure_rate:.0%} of its LM calls failed after retries "
+                                   f"(last: {rec.get('error')})", field="base_url",
+                                   fix="check the endpoint, lower --concurrency, then run the same command "
+                                       "again to continue")
+        return rec
+
+    def _params(self, trial_id: int) -> dict[str, Any]:
+        try:
+            return dict(self.storage.get_trial(trial_id).params)
+        except Exception:
+            return {}
+
+    def _enqueue(self, slot: int, params: dict[str, Any], slot_failures: int = 0) -> None:
+        if slot == 0:
+            params = self.space.seed_params()
+        attrs: dict[str, Any] = {ATTR + "slot": slot}
+        if slot_failures:
+            attrs[ATTR + "slot_failures"] = slot_failures
+        self.study.enqueue_trial(params, user_attrs=attrs)
+
+    def _abandon(self, trial_id: int, slot: int, frozen: optuna.trial.FrozenTrial, *, trial_params: dict[str, Any],
+                 reason: str) -> None:
+        try:
+            self.storage.set_trial_user_attr(trial_id, ATTR + "abandoned", reason)
+            if self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                self._enqueue(slot, trial_params, int(frozen.user_attrs.get(ATTR + "slot_failures", 0)))
+        except Exception:
+            pass  # the process is going down; recovery on the next start re-enqueues the slot
+
+    # -- slots ---------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Fail trials whose process died and give their slots back."""
+        first = not self._recovered
+        self._recovered = True
+        now = time.time()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = t.system_attrs.get(ATTR + "worker")
+            if self.exclusive:
+                dead = first
+            elif first and owner == self.worker_id:
+                dead = True  # this run directory's previous process (we hold its lock now)
+            else:
+                hb = t.system_attrs.get(ATTR + "hb")
+                if hb is None and t.datetime_start is not None:
+                    hb = t.datetime_start.timestamp()
+                dead = hb is not None and now - float(hb) > self.grace
+            if not dead:
+                continue
+            try:
+                self.storage.set_trial_user_attr(t._trial_id, ATTR + "abandoned", "process died")
+                ok = self.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                ok = False
+            if ok:  # we won the transition: we own the replacement
+                self._enqueue(trial_slot(t), dict(t.params), int(t.user_attrs.get(ATTR + "slot_failures", 0)))
+                self.on_event("recovered", number=t.number, slot=trial_slot(t))
+        if self.exclusive:
+            self._fill_missing()
+
+    def _fill_missing(self) -> None:
+        n = self.n_trials
+        trials = self.study.get_trials(deepcopy=False)
+        covered = {trial_slot(t) for t in trials if t.state in FINISHED + (TrialState.RUNNING, TrialState.WAITING)}
+        for k in range(n):
+            if k in covered:
+                continue
+            failed = [t for t in trials if trial_slot(t) == k and t.state == TrialState.FAIL]
+            last = max(failed, key=lambda t: t.number) if failed else None
+            self._enqueue(k, dict(last.params) if last else {},
+                          int(last.user_attrs.get(ATTR + "slot_failures", 0)) if last else 0)
+
+    @property
+    def n_trials(self) -> int:
+        setup = self.study.user_attrs.get(ATTR + "setup") or {}
+        return int(setup.get("n_trials", 0))
+
+    def _claim(self) -> optuna.trial.FrozenTrial | None:
+        trials = self.study.get_trials(deepcopy=False)
+        done = {trial_slot(t) for t in trials if t.state in FINISHED}
+        waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: (trial_slot(t), t.number))
+        for t in waiting:
+            try:
+                if not self.storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            if trial_slot(t) in done:
+                # a slot re-enqueued twice by racing recoveries: it already has a result
+                self.storage.set_trial_user_attr(t._trial_id, ATTR + "abandoned", "duplicate slot")
+                self.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+                continue
+            return self.storage.get_trial(t._trial_id)
+        return None
+
+    def run(self, n_trials: int | None = None) -> None:
+        """Run open slots until every slot of the study is finished (waiting for other workers' trials)."""
+        told_waiting = False
+        while True:
+            self._recover()
+            frozen = self._claim()
+            if frozen is not None:
+                told_waiting = False
+                self._run_slot(frozen)
+                continue
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running:
+                return
+            if not told_waiting:
+                self.on_event("waiting", what=f"{len(running)} trial(s) running in other workers")
+                told_waiting = True
+            time.sleep(self.poll)
+
+    # -- results -------------------------------------------------------------------------
+    def finished(self) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in self.study.get_trials(deepcopy=False) if t.state in FINISHED]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One record per trial that ran to an end (complete, pruned, failed), in slot order."""
+        recs = [t.user_attrs[ATTR + "record"] for t in self.study.get_trials(deepcopy=False)
+                if ATTR + "record" in t.user_attrs and t.state.is_finished()]
+        return sorted(recs, key=lambda r: (r.get("slot", r["trial"]), r["trial"]))
+
+    def best(self) -> tuple[optuna.trial.FrozenTrial, Candidate]:
+        complete = [t for t in self.study.trials if t.state == TrialState.COMPLETE]
+        if not complete:
+            raise RuntimeError("no trial completed")
+        # highest validation mean; ties go to the shorter prompt, then the earlier slot
+        best = max(complete, key=lambda t: (round(t.value, 9), -t.user_attrs.get("prompt_words", 0),
+                                            -trial_slot(t), -t.number))
+        return best, self.candidate_for(best)
+
+    def candidate_for(self, trial: optuna.trial.FrozenTrial) -> Candidate:
+        p = trial.params
+        return self.space.candidate(p["instruction"], p.get("demo_set", 0), p.get("n_demos", 0))
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def frozen_to_json(t: optuna.trial.FrozenTrial) -> str:
+    return json.dumps({"number": t.number, "state": t.state.name, "value": _finite(t.value), "params": t.params})

@@ -1,0 +1,184 @@
+"""Demo selectors: where candidate few-shot demo sets come from.
+
+``DemoSelector.select(ctx, n_sets, size)`` returns ``n_sets`` ordered demo sets
+of up to ``size`` training examples. A trial uses the first ``n_demos`` of a
+set, so every set is ordered to be good as a prefix: labels interleaved.
+
+- ``random``: labeled examples drawn at random, label-stratified.
+- ``bootstrap``: a teacher program (seed instruction with random labeled demos)
+  runs on training examples; those whose output passes the metric become demos
+  (with the teacher's reasoning, for chain of thought).
+- ``diverse``: TF-IDF vectors of the inputs clustered with k-means; one example
+  per cluster (the most central for the first set, random members after).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data import Example
+
+
+@dataclass
+class SelectionContext:
+    train: list[Example]
+    seed: int
+    labels: list[str] | None = None
+    evaluator: Any = None  # optimizer.evaluate.Evaluator, for bootstrap
+    instruction: str = ""
+    budget: int = 48  # train examples the bootstrap teacher may run on
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def _label_groups(examples: list[Example], rng: random.Random) -> tuple[list[str], dict[str, list[Example]]]:
+    """Examples grouped by label, labels and members shuffled."""
+    groups: dict[str, list[Example]] = defaultdict(list)
+    for e in examples:
+        groups[e.output].append(e)
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    for k in keys:
+        rng.shuffle(groups[k])
+    return keys, groups
+
+
+def _round_robin(keys: list[str], groups: dict[str, list[Example]], limit: int) -> list[Example]:
+    out: list[Example] = []
+    while len(out) < limit and any(groups[k] for k in keys):
+        for k in keys:
+            if groups[k] and len(out) < limit:
+                out.append(groups[k].pop())
+    return out
+
+
+def interleave(examples: list[Example], rng: random.Random, by_label: bool) -> list[Example]:
+    """Order so that every prefix is as label-balanced as possible."""
+    if not by_label:
+        out = list(examples)
+        rng.shuffle(out)
+        return out
+    keys, groups = _label_groups(examples, rng)
+    return _round_robin(keys, groups, len(examples))
+
+
+def stratified_sample(pool: list[Example], size: int, rng: random.Random, by_label: bool) -> list[Example]:
+    if not by_label:
+        return rng.sample(pool, min(size, len(pool)))
+    return interleave(pool, rng, True)[:size] if len(pool) <= size else interleave(
+        _balanced_draw(pool, size, rng), rng, True)
+
+
+def _balanced_draw(pool: list[Example], size: int, rng: random.Random) -> list[Example]:
+    keys, groups = _label_groups(pool, rng)
+    return _round_robin(keys, groups, size)
+
+
+class DemoSelector(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def select(self, ctx: SelectionContext, n_sets: int, size: int) -> list[list[Example]]:
+        """n_sets ordered demo sets of at most `size` examples, deterministic for ctx.seed."""
+
+
+class RandomSelector(DemoSelector):
+    name = "random"
+
+    def select(self, ctx: SelectionContext, n_sets: int, size: int) -> list[list[Example]]:
+        by_label = bool(ctx.labels)
+        return [stratified_sample(ctx.train, size, random.Random(f"{ctx.seed}:random:{i}"), by_label)
+                for i in range(n_sets)]
+
+
+class BootstrapSelector(DemoSelector):
+    name = "bootstrap"
+
+    def select(self, ctx: SelectionContext, n_sets: int, size: int) -> list[list[Example]]:
+        from .program import Candidate
+
+        if ctx.evaluator is None or n_sets <= 0:
+            return []
+        rng = random.Random(f"{ctx.seed}:bootstrap")
+        by_label = bool(ctx.labels)
+        teacher_demos = stratified_sample(ctx.train, max(1, min(4, size)), rng, by_label)
+        teacher = Candidate(ctx.instruction, tuple(teacher_demos), {"role": "bootstrap-teacher"})
+        taken = {e.id for e in teacher_demos}
+        rest = [e for e in ctx.train if e.id not in taken]
+        rng.shuffle(rest)
+        passed: list[Example] = []
+        runs = 0
+        for ex in rest[: ctx.budget]:
+            out = ctx.evaluator.run_one(teacher, ex)
+            runs += 1
+            if out.score >= 1.0:
+                rationale = out.prediction.get("reasoning") or ex.rationale
+                passed.append(Example(ex.id, ex.inputs, ex.output, rationale))
+        ctx.notes["bootstrap_runs"] = runs
+        ctx.notes["bootstrap_passed"] = len(passed)
+        if len(passed) < max(2, size // 2):
+            return []  # too few traces to form sets; other selectors fill the pool
+        return [stratified_sample(passed, size, random.Random(f"{ctx.seed}:bootstrap:{i}"), by_label)
+                for i in range(n_sets)]
+
+
+class DiverseSelector(DemoSelector):
+    name = "diverse"
+
+    def select(self, ctx: SelectionContext, n_sets: int, size: int) -> list[list[Example]]:
+        import numpy as np
+        from sklearn.cluster import KMeans
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        if n_sets <= 0 or len(ctx.train) < 2:
+            return []
+        k = max(1, min(size, len(ctx.train)))
+        texts = [" ".join(e.inputs.values()) for e in ctx.train]
+        x = TfidfVectorizer(sublinear_tf=True, min_df=1).fit_transform(texts)
+        km = KMeans(n_clusters=k, random_state=ctx.seed, n_init=4).fit(x)
+        dist = km.transform(x)
+        clusters: dict[int, list[int]] = defaultdict(list)
+        for i, c in enumerate(km.labels_):
+            clusters[int(c)].append(i)
+        sets = []
+        for s in range(n_sets):
+            rng = random.Random(f"{ctx.seed}:diverse:{s}")
+            chosen = []
+            for c in sorted(clusters):
+                members = clusters[c]
+                if s == 0:
+                    chosen.append(ctx.train[min(members, key=lambda i: (dist[i, c], i))])
+                else:
+                    chosen.append(ctx.train[rng.choice(members)])
+            sets.append(interleave(chosen, rng, bool(ctx.labels))[:size])
+        del np
+        return sets
+
+
+SELECTORS: dict[str, type[DemoSelector]] = {"random": RandomSelector, "bootstrap": BootstrapSelector,
+                                            "diverse": DiverseSelector}
+
+
+def demo_pool(ctx: SelectionContext, n_sets: int, size: int, kinds: list[str]) -> list[tuple[str, list[Example]]]:
+    """n_sets demo sets shared out among the selectors; a selector that finds none leaves room to the others."""
+    if size <= 0 or not kinds:
+        return []
+    share = {k: n_sets // len(kinds) + (1 if i < n_sets % len(kinds) else 0) for i, k in enumerate(kinds)}
+    out: list[tuple[str, list[Example]]] = []
+    for kind in kinds:
+        out += [(kind, s) for s in SELECTORS[kind]().select(ctx, share[kind], size) if s]
+    missing = n_sets - len(out)
+    if missing > 0:
+        extra = RandomSelector().select(SelectionContext(ctx.train, ctx.seed + 7919, ctx.labels), missing, size)
+        out += [("random", s) for s in extra if s]
+    # drop exact duplicates
+    seen, unique = set(), []
+    for kind, s in out:
+        key = tuple(e.id for e in s)
+        if key not in seen:
+            seen.add(key)
+            unique.append((kind, s))
+    return unique

@@ -1,0 +1,366 @@
+"""The task definition (``task.yaml``): schema, loading and validation.
+
+A task file names a dataset, how it is split, which fields are inputs and which
+is the output, a seed instruction, a metric, an LM profile and optimizer
+settings. Unknown keys are errors (``extra="forbid"``); every error names the
+file, the dotted field and a fix. ``include:`` merges shared defaults first
+(lm-evaluation-harness style); the including file wins.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+DATA_FORMATS = ("json", "jsonl", "csv", "tsv", "parquet", "lines")
+METRIC_NAMES = ("exact_match", "label_accuracy", "contains", "token_f1", "numeric", "regex", "custom")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class FieldSpec(_Strict):
+    """One input field: its name in prompts and programs, and where it comes from."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    column: str | None = None  # data column; defaults to name
+    prefix: str | None = None  # label shown in prompts; defaults to the name, capitalised
+    description: str | None = None
+    pattern: str | None = None  # regex applied to the raw value: group "value" or group 1 kept
+
+    @property
+    def source(self) -> str:
+        return self.column or self.name
+
+    @property
+    def label(self) -> str:
+        return self.prefix or self.name.replace("_", " ").capitalize()
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return v
+
+
+class OutputSpec(FieldSpec):
+    """The output field; ``labels`` maps raw data values to the words the LM says."""
+
+    labels: dict[str, str] | None = None
+    rationale_column: str | None = None  # for chain_of_thought demos taken from data
+    rationale_pattern: str | None = None
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_keys_are_strings(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): str(val) for k, val in v.items()}
+        return v
+
+
+class DatasetSpec(_Strict):
+    """Where the examples come from: local files (via ``datasets``) or a hub name."""
+
+    path: str | None = None  # a `datasets` hub name, e.g. "glue"; or omitted for local files
+    name: str | None = None  # hub configuration name
+    format: Literal["json", "jsonl", "csv", "tsv", "parquet", "lines"] | None = None
+    files: dict[str, str | list[str]] | None = None  # split -> file(s), relative to the task file
+    line_pattern: str | None = None  # format "lines": a regex whose named groups become columns
+    json_field: str | None = None  # json: the key holding the list of records
+    encoding: str = "utf-8"
+    rename: dict[str, str] = Field(default_factory=dict)  # column renames applied where present
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DatasetSpec":
+        if not self.path and not self.files:
+            raise ValueError("give either `files` (local data) or `path` (a datasets hub name)")
+        if self.line_pattern is not None:
+            try:
+                rx = re.compile(self.line_pattern)
+            except re.error as exc:
+                raise ValueError(f"line_pattern is not a valid regular expression: {exc}") from None
+            if not rx.groupindex:
+                raise ValueError("line_pattern needs named groups, e.g. (?P<label>\\d) (?P<text>.*)")
+        return self
+
+
+class SplitSpec(_Strict):
+    """One split drawn from a source split of the dataset."""
+
+    source: str = Field(alias="from")
+    fraction: float | None = Field(default=None, gt=0, le=1)
+    limit: int | None = Field(default=None, gt=0)
+
+
+class SplitsSpec(_Strict):
+    """train = demo pool, validation = search objective, test = held out."""
+
+    seed: int = 0
+    train: SplitSpec
+    validation: SplitSpec
+    test: SplitSpec
+
+
+class MetricSpec(_Strict):
+    name: Literal["exact_match", "label_accuracy", "contains", "token_f1", "numeric", "regex", "custom"]
+    pattern: str | None = None  # regex metric: extraction pattern
+    then: Literal["exact_match", "label_accuracy", "contains", "token_f1", "numeric"] | None = None
+    function: str | None = None  # custom: "module:function" or "path/to/file.py:function"
+    labels: list[str] | None = None  # label_accuracy: the fixed label set (default: output.labels)
+
+    @model_validator(mode="after")
+    def _needs(self) -> "MetricSpec":
+        if self.name == "regex":
+            if not self.pattern:
+                raise ValueError("metric `regex` needs `pattern`")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        if self.name == "custom" and not self.function:
+            raise ValueError("metric `custom` needs `function: module:function` or `file.py:function`")
+        return self
+
+
+class OptimizerSpec(_Strict):
+    """Search settings; CLI options override them."""
+
+    trials: int = Field(default=24, gt=0)
+    seed: int = 0
+    max_demos: int = Field(default=8, ge=0, le=32)
+    demo_sets: int = Field(default=12, ge=1)  # candidate demo sets over all selectors
+    selectors: list[Literal["random", "bootstrap", "diverse"]] = Field(
+        default_factory=lambda: ["random", "bootstrap", "diverse"])
+    instructions: int = Field(default=6, ge=1)  # instruction pool size, seed included
+    proposers: list[Literal["offline", "lm"]] = Field(default_factory=lambda: ["offline", "lm"])
+    proposer_lm: str | None = None  # LM profile for the proposer; defaults to the task LM
+    bootstrap_examples: int = Field(default=48, ge=0)  # train examples run to find bootstrapped demos
+    prune: bool = True  # paired Wilcoxon racing of trials on validation examples
+    prune_p: float = Field(default=0.1, gt=0, lt=1)
+    min_examples: int = Field(default=16, ge=1)  # examples a trial sees before it may be pruned
+    finalists: int = Field(default=3, ge=1)  # best trials re-checked on the full validation split
+
+
+class TaskSpec(_Strict):
+    task: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    version: int | str = 1
+    description: str = ""
+    include: str | list[str] | None = None  # already merged by load_task; kept for the record
+    dataset: DatasetSpec
+    splits: SplitsSpec
+    inputs: list[FieldSpec] = Field(min_length=1)
+    output: OutputSpec
+    instruction: str = Field(min_length=1)
+    program: Literal["predict", "chain_of_thought"] = "predict"
+    metric: MetricSpec
+    lm: str = "local"  # an LM profile name (configs/lm/NAME.yaml) or a path
+    adapter: Literal["auto", "completion", "chat"] = "auto"
+    max_tokens: int | None = Field(default=None, gt=0)  # per call; default from the program kind
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+
+    # where the file was read from; set by load_task, not part of the YAML
+    _path: Path | None = None
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metric_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _fields_distinct(self) -> "TaskSpec":
+        names = [f.name for f in self.inputs] + [self.output.name]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"field names must be distinct; repeated: {', '.join(dupes)}")
+        if "reasoning" in names and self.program == "chain_of_thought":
+            raise ValueError("`reasoning` is reserved for chain_of_thought; rename the field")
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.parent if self._path else Path.cwd()
+
+    @property
+    def input_names(self) -> list[str]:
+        return [f.name for f in self.inputs]
+
+    @property
+    def label_set(self) -> list[str] | None:
+        if self.metric.labels:
+            return list(self.metric.labels)
+        if self.output.labels:
+            return list(dict.fromkeys(self.output.labels.values()))
+        return None
+
+    def resolved(self) -> dict[str, Any]:
+        """The task as plain data with data files made absolute (written to the run directory)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        files = data.get("dataset", {}).get("files")
+        if files:
+            for split, value in files.items():
+                items = value if isinstance(value, list) else [value]
+                absolute = [str((self.base_dir / f).resolve()) for f in items]
+                files[split] = absolute if isinstance(value, list) else absolute[0]
+        data.pop("include", None)
+        return data
+
+
+# --------------------------------------------------------------------- loading
+
+def _read_yaml(path: Path, *, what: str = "task file") -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{what} not found", file=str(path), fix="check the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("file is not UTF-8 text", file=str(path), fix="save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"malformed YAML: {problem}", file=str(path), field=where,
+                          fix="correct the YAML syntax at that position") from None
+    if data is None:
+        raise ConfigError("file is empty", file=str(path), fix=f"write a {what} mapping")
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level must be a mapping, got {type(data).__name__}", file=str(path),
+                          fix="start the file with `key: value` lines")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError("include cycle", file=str(path), field="include", fix="remove the circular include")
+    data = _read_yaml(path)
+    includes = data.get("include")
+    if includes is None:
+        return data
+    merged: dict[str, Any] = {}
+    for inc in includes if isinstance(includes, list) else [includes]:
+        if not isinstance(inc, str):
+            raise ConfigError("include must be a file path or a list of paths", file=str(path), field="include",
+                              fix="write `include: base.yaml`")
+        inc_path = (path.parent / inc).resolve()
+        merged = _deep_merge(merged, _anchor_paths(_with_includes(inc_path, seen + (path,)), inc_path.parent))
+    return _deep_merge(merged, data)
+
+
+def _anchor_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Paths in an included file are relative to that file: make them absolute before merging."""
+    data = dict(data)
+    ds = data.get("dataset")
+    if isinstance(ds, dict) and isinstance(ds.get("files"), dict):
+        files = {}
+        for split, value in ds["files"].items():
+            items = value if isinstance(value, list) else [value]
+            absolute = [str(base / f) if isinstance(f, str) else f for f in items]
+            files[split] = absolute if isinstance(value, list) else absolute[0]
+        data["dataset"] = {**ds, "files": files}
+    metric = data.get("metric")
+    if isinstance(metric, dict) and isinstance(metric.get("function"), str):
+        target, sep, attr = metric["function"].rpartition(":")
+        if sep and (target.endswith(".py") or "/" in target) and not Path(target).is_absolute():
+            data["metric"] = {**metric, "function": f"{base / target}:{attr}"}
+    return data
+
+
+def _model_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The allowed keys at `loc` (for 'did you mean' suggestions)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        current = None
+        for cand in getattr(ann, "__args__", ()) + (ann,):
+            inner = getattr(cand, "__args__", ())
+            for c in (cand,) + tuple(inner):
+                if isinstance(c, type) and issubclass(c, BaseModel):
+                    current = c
+                    break
+            if current is not None:
+                break
+    if current is None:
+        return []
+    return [f.alias or name for name, f in current.model_fields.items() if not name.startswith("_")]
+
+
+def validation_error_to_config_error(exc: ValidationError, file: str, model: type[BaseModel]) -> ConfigError:
+    """The first pydantic error as one ConfigError with file, dotted field and fix."""
+    errors = exc.errors()
+    # a typo shows up as an unknown key *and* a missing one: the unknown key is the cause
+    err = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
+    loc = tuple(err.get("loc", ()))
+    field = ".".join(str(p) for p in loc) or None
+    kind = err.get("type", "")
+    msg = err.get("msg", "invalid value")
+    if kind == "extra_forbidden":
+        allowed = _model_fields(model, loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1) if allowed else []
+        fix = f"did you mean `{close[0]}`?" if close else (
+            f"remove it; allowed keys here: {', '.join(allowed)}" if allowed else "remove it")
+        return ConfigError("unknown key", file=file, field=field, fix=fix)
+    if kind == "missing":
+        return ConfigError("required key is missing", file=file, field=field, fix="add it")
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return ConfigError(f"invalid value {err.get('input')!r}", file=file, field=field,
+                           fix=f"use one of {expected}")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return ConfigError(msg, file=file, field=field, fix="see the task file reference in README.md")
+
+
+def load_task(path: str | Path) -> TaskSpec:
+    """Read, merge includes, and validate a task file. Raises ConfigError."""
+    path = Path(path)
+    data = _with_includes(path)
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error_to_config_error(exc, str(path), TaskSpec) from None
+    spec._path = path.resolve()
+    return spec
+
+
+def task_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, name: str = "<task>") -> TaskSpec:
+    """Validate a task given as a dict (for tests and for reloading run directories)."""
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error_to_config_error(exc, name, TaskSpec) from None
+    if base_dir is not None:
+        spec._path = Path(base_dir).resolve() / "task.yaml"
+    return spec

@@ -1,0 +1,91 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    return tmp_path / "cache"
+
+
+def sst2_task(**overrides):
+    """The SST-2 example task, with small splits for tests."""
+    from optimizer.task import task_from_dict
+
+    data = yaml.safe_load((ROOT / "tasks/sst2/task.yaml").read_text())
+    data["splits"]["train"]["limit"] = overrides.pop("train", 40)
+    data["splits"]["validation"]["limit"] = overrides.pop("validation", 24)
+    data["splits"]["test"]["limit"] = overrides.pop("test", 60)
+    for k, v in overrides.items():
+        data["optimizer"][k] = v
+    return task_from_dict(data, base_dir=ROOT / "tasks/sst2")
+
+
+@pytest.fixture(scope="session")
+def model_path():
+    from optimizer.lm._local import embedded_model_path
+
+    return embedded_model_path()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server(model_path, tmp_path_factory):
+    """A real llama.cpp OpenAI-compatible server on loopback, serving the embedded model."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    fh = open(log, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host",
+                             "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--model_alias", "gemma3-270m",
+                             "--n_threads", "2"], stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    import urllib.request
+
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"{url}/models", timeout=2).read()
+            break
+        except Exception:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("llama_cpp.server did not start")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    fh.close()
+
+
+def run_cli(*args, cwd=ROOT, env=None, timeout=600):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "optimizer.cli", *args], cwd=cwd, env=e, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def sst2_run(tmp_path_factory):
+    """A small finished SST-2 run on the real model (built once per session; see tests/conftest_runs.py)."""
+    from conftest_runs import build_sst2_run
+
+    return build_sst2_run(tmp_path_factory)

@@ -1,0 +1,124 @@
+"""Loading every file format through `datasets`, seeded splits, leakage removal, data errors."""
+
+import json
+
+import pytest
+
+from conftest import ROOT
+from optimizer.data import load_raw, make_splits
+from optimizer.errors import DataError
+from optimizer.task import task_from_dict
+
+ROWS = [{"text": f"sentence number {i}", "label": str(i % 2)} for i in range(40)]
+
+
+def make_task(tmp_path, files, fmt=None, splits=None, **dataset):
+    spec = {
+        "task": "t", "dataset": {"files": files, **({"format": fmt} if fmt else {}), **dataset},
+        "splits": splits or {"train": {"from": "train"}, "validation": {"from": "dev"}, "test": {"from": "test"}},
+        "inputs": [{"name": "text"}], "output": {"name": "label", "labels": {"0": "no", "1": "yes"}},
+        "instruction": "Label it.", "metric": "label_accuracy"}
+    return task_from_dict(spec, base_dir=tmp_path)
+
+
+def write_rows(path, rows, fmt):
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "json":
+        path.write_text(json.dumps({"examples": rows}))
+    elif fmt in ("csv", "tsv"):
+        sep = "," if fmt == "csv" else "\t"
+        path.write_text("text" + sep + "label\n" + "".join(f"{r['text']}{sep}{r['label']}\n" for r in rows))
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif fmt == "lines":
+        path.write_text("".join(f"{r['label']} {r['text']}\n" for r in rows))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "tsv", "parquet", "lines"])
+def test_every_format_loads(tmp_path, fmt):
+    files = {}
+    for i, split in enumerate(("train", "dev", "test")):
+        p = tmp_path / f"{split}.{'txt' if fmt == 'lines' else fmt}"
+        write_rows(p, ROWS[i * 13:(i + 1) * 13], fmt)
+        files[split] = p.name
+    extra = {"json_field": "examples"} if fmt == "json" else {}
+    if fmt == "lines":
+        extra["line_pattern"] = r"^(?P<label>[01]) (?P<text>.*)$"
+    task = make_task(tmp_path, files, fmt=fmt, **extra)
+    s = make_splits(task)
+    assert s.sizes() == {"train": 13, "validation": 13, "test": 13}
+    assert {e.output for e in s.train} == {"no", "yes"}
+    assert s.train[0].inputs["text"].startswith("sentence number")
+
+
+def test_fractions_are_disjoint_and_seeded(tmp_path):
+    write_rows(tmp_path / "all.jsonl", ROWS, "jsonl")
+    splits = {"seed": 3, "train": {"from": "all", "fraction": 0.5}, "validation": {"from": "all", "fraction": 0.25},
+              "test": {"from": "all", "limit": 5}}
+    t = make_task(tmp_path, {"all": "all.jsonl"}, splits=splits)
+    a, b = make_splits(t), make_splits(t)
+    assert a.sizes() == {"train": 20, "validation": 10, "test": 5}
+    assert a.ids() == b.ids()  # same seed, same split
+    ids = a.ids()
+    assert not (set(ids["train"]) & set(ids["validation"])) and not (set(ids["validation"]) & set(ids["test"]))
+    splits["seed"] = 4
+    c = make_splits(make_task(tmp_path, {"all": "all.jsonl"}, splits=splits))
+    assert c.ids() != a.ids()
+
+
+def test_leakage_is_removed_from_the_later_split(tmp_path):
+    train = ROWS[:10]
+    test = ROWS[5:15]  # 5 sentences shared with train
+    write_rows(tmp_path / "train.jsonl", train, "jsonl")
+    write_rows(tmp_path / "dev.jsonl", ROWS[20:30], "jsonl")
+    write_rows(tmp_path / "test.jsonl", test, "jsonl")
+    t = make_task(tmp_path, {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"})
+    s = make_splits(t)
+    assert s.leakage["test"] == 5 and s.leakage["train"] == 0
+    assert len(s.test) == 5 and len(s.train) == 10
+    assert not {e.key() for e in s.train} & {e.key() for e in s.test}
+
+
+def test_sst2_real_overlap_removed():
+    from optimizer.task import load_task
+
+    t = load_task(ROOT / "tasks/sst2/task.yaml")
+    t.splits.train.limit = None  # the whole train file: its 2 sentences shared with test must leave test
+    t.splits.test.limit = None
+    s = make_splits(t)
+    assert s.leakage["test"] == 2
+    assert len(s.test) == 1821 - 2
+
+
+def test_label_outside_label_set(tmp_path):
+    rows = ROWS[:10] + [{"text": "odd one", "label": "7"}]
+    for n in ("train", "dev", "test"):
+        write_rows(tmp_path / f"{n}.jsonl", rows, "jsonl")
+    t = make_task(tmp_path, {n: f"{n}.jsonl" for n in ("train", "dev", "test")})
+    with pytest.raises(DataError, match=r"output\.labels.*'7'"):
+        make_splits(t)
+
+
+def test_missing_file_empty_file_bad_encoding_missing_column(tmp_path):
+    t = make_task(tmp_path, {"train": "nope.jsonl", "dev": "nope.jsonl", "test": "nope.jsonl"})
+    with pytest.raises(DataError, match=r"dataset\.files\.train.*not found"):
+        load_raw(t)
+    (tmp_path / "empty.jsonl").write_text("")
+    t = make_task(tmp_path, {"train": "empty.jsonl", "dev": "empty.jsonl", "test": "empty.jsonl"})
+    with pytest.raises(DataError, match="empty"):
+        load_raw(t)
+    (tmp_path / "latin.txt").write_bytes("1 caf\xe9 cr\xe8me\n0 na\xefve\n".encode("latin-1"))
+    t = make_task(tmp_path, {"train": "latin.txt", "dev": "latin.txt", "test": "latin.txt"}, fmt="lines",
+                  line_pattern=r"^(?P<label>[01]) (?P<text>.*)$")
+    with pytest.raises(DataError, match=r"dataset\.encoding.*latin-1"):
+        load_raw(t)
+    t.dataset.encoding = "latin-1"
+    assert load_raw(t)["train"][0]["text"] == "café crème"
+    write_rows(tmp_path / "cols.jsonl", [{"body": "x", "label": "1"}], "jsonl")
+    t = make_task(tmp_path, {"train": "cols.jsonl", "dev": "cols.jsonl", "test": "cols.jsonl"})
+    with pytest.raises(DataError, match=r"inputs\.0\.column.*'text' not found.*body"):
+        make_splits(t)

@@ -1,0 +1,137 @@
+"""The task schema and `optimize validate` on good and bad files."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli
+from optimizer.errors import ConfigError, DataError, MetricError
+from optimizer.task import load_task
+
+SST2 = (ROOT / "tasks/sst2/task.yaml").read_text()
+
+
+def write_task(tmp_path: Path, text: str, name="task.yaml") -> Path:
+    data_dir = tmp_path / "data"
+    if not data_dir.exists():
+        data_dir.mkdir()
+        for f in ("stsa.binary.train", "stsa.binary.dev", "stsa.binary.test"):
+            (data_dir / f).write_bytes((ROOT / "tasks/sst2/data" / f).read_bytes())
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_example_tasks_validate():
+    for task in sorted((ROOT / "tasks").glob("*/task.yaml")):
+        spec = load_task(task)
+        assert spec.task and spec.inputs and spec.metric.name
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path):
+    p = write_task(tmp_path, SST2.replace("instruction:", "instrution:"))
+    with pytest.raises(ConfigError) as e:
+        load_task(p)
+    msg = str(e.value)
+    assert "instrution" in msg and "unknown key" in msg and "instruction" in msg and str(p) in msg
+
+
+def test_nested_unknown_key(tmp_path):
+    p = write_task(tmp_path, SST2.replace("  max_demos: 8", "  max_demo: 8"))
+    with pytest.raises(ConfigError, match=r"optimizer\.max_demo: unknown key.*max_demos"):
+        load_task(p)
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    p = write_task(tmp_path, SST2.replace("task: sst2", "task: [sst2"))
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_task(p)
+
+
+def test_wrong_type(tmp_path):
+    p = write_task(tmp_path, SST2.replace("trials: 24", "trials: many"))
+    with pytest.raises(ConfigError, match=r"optimizer\.trials"):
+        load_task(p)
+
+
+def test_unknown_metric_lists_choices(tmp_path):
+    p = write_task(tmp_path, SST2.replace("metric: label_accuracy", "metric: accuracy"))
+    with pytest.raises(ConfigError) as e:
+        load_task(p)
+    assert "metric.name" in str(e.value) and "label_accuracy" in str(e.value)
+
+
+def test_include_merges_and_task_wins(tmp_path):
+    write_task(tmp_path, "optimizer: {trials: 5, max_demos: 2}\nlm: local\n", name="base.yaml")
+    text = "include: base.yaml\n" + SST2.replace("  trials: 24\n", "")
+    p = write_task(tmp_path, text)
+    spec = load_task(p)
+    assert spec.optimizer.trials == 5  # from base
+    assert spec.optimizer.max_demos == 8  # the task's own wins
+
+
+def test_regex_and_custom_metric_need_their_keys(tmp_path):
+    p = write_task(tmp_path, SST2.replace("metric: label_accuracy", "metric: {name: regex}"))
+    with pytest.raises(ConfigError, match="pattern"):
+        load_task(p)
+    p = write_task(tmp_path, SST2.replace("metric: label_accuracy", "metric: {name: custom}"))
+    with pytest.raises(ConfigError, match="function"):
+        load_task(p)
+
+
+# ---------------------------------------------------------------- the CLI: one line, exit 2
+
+@pytest.mark.parametrize("edit, expect", [
+    (("instruction:", "instrucion:"), ["instrucion", "unknown key", "instruction"]),
+    (("data/stsa.binary.dev", "data/missing.dev"), ["dataset.files.dev", "not found", "missing.dev"]),
+    (("  column: label", "  column: polarity"), ["output.column", "polarity", "not found"]),
+    (("metric: label_accuracy", "metric: f1_macro"), ["metric.name", "f1_macro"]),
+    (("task: sst2", "task: [sst2"), ["malformed YAML", "line"]),
+    (("labels: {0: negative, 1: positive}", "labels: {0: negative, 2: positive}"), ["output.labels", "'1'"]),
+    (("lm: local", "lm: nosuchprofile"), ["lm", "nosuchprofile"]),
+])
+def test_validate_bad_input_is_one_line_exit_2(tmp_path, edit, expect):
+    p = write_task(tmp_path, SST2.replace(*edit))
+    r = run_cli("validate", str(p))
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for word in expect:
+        assert word in lines[0], lines[0]
+    if "lm" not in expect:
+        assert str(p) in lines[0]
+
+
+def test_validate_debug_shows_traceback(tmp_path):
+    p = write_task(tmp_path, SST2.replace("data/stsa.binary.dev", "data/missing.dev"))
+    r = run_cli("validate", str(p), "--debug")
+    assert r.returncode == 2 and "Traceback" in r.stderr
+
+
+def test_validate_good_file_reports_sizes_and_overlap():
+    r = run_cli("validate", str(ROOT / "tasks/sst2/task.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "train 200" in r.stdout and "validation 100" in r.stdout and "test 300" in r.stdout
+    assert "train&test 2" in r.stdout  # SST-2 has 2 sentences in both train and test
+
+
+def test_run_with_bad_task_keeps_existing_run_dir(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text('{"keep": true}')
+    p = write_task(tmp_path, SST2.replace("data/stsa.binary.dev", "data/gone.dev"))
+    r = run_cli(str(p), "--out", str(out), "--trials", "1")
+    assert r.returncode == 2 and "gone.dev" in r.stderr
+    assert (out / "summary.json").read_text() == '{"keep": true}'
+
+
+def test_included_paths_are_relative_to_the_included_file(tmp_path):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "task.yaml").write_text(f"include: {ROOT / 'tasks/sst2/task.yaml'}\nsplits: {{test: {{from: test, limit: 7}}}}\n")
+    spec = load_task(other / "task.yaml")
+    assert spec.splits.test.limit == 7 and spec.splits.train.limit == 200
+    assert Path(spec.dataset.files["train"]).is_absolute() and Path(spec.dataset.files["train"]).exists()
