@@ -11,7 +11,12 @@ counted and cached the same way; DSPy's optimizers reach it through a DSPy LM en
     mipro_medium dspy.MIPROv2(auto="medium")
     gepa         dspy.GEPA (reflection LM = the task LM unless --reflection-lm), metric-call budget
                  matched to MIPROv2 light's task-LM calls when known
-    ours         optimizer.engine.optimize, trials chosen to stay within the same budget
+    ours         optimizer.engine.optimize with the task's settings, its search capped at the budget
+                 (``search_calls``: every LM call before the test report, proposer calls included)
+    ours@PRESET  the same with an optimizer preset (configs/optimizer/PRESET.yaml) applied
+
+The budget of a (task, seed) is MIPROv2 light's task-LM calls when that row exists (run it first), else
+``--budget``.
 
 Every method's final program is scored by the same Evaluator on the same test examples.
 Output: a Markdown and a JSON table (per method: test mean and 95% interval over seeds,
@@ -49,7 +54,7 @@ from optimizer.lm.dspy_engine import dspy_lm  # noqa: E402
 from optimizer.metrics import build_metric  # noqa: E402
 from optimizer.program import Candidate, build_program, demo_dicts  # noqa: E402
 from optimizer.stats import bootstrap_ci  # noqa: E402
-from optimizer.task import load_task  # noqa: E402
+from optimizer.task import apply_preset, load_task  # noqa: E402
 
 METHODS = ("seed", "random", "bfrs", "mipro_light", "mipro_medium", "gepa", "ours")
 
@@ -137,9 +142,12 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
             with quiet():
                 prog = opt.compile(build_program(task), trainset=train, valset=val)
             cand = program_to_candidate(task, prog)
-        elif method == "ours":
-            res = optimize(task, RunOptions(out=Path(args.out) / "runs" / f"{task.task}-s{seed}", backend=backend,
-                                            seed=seed, trials=args.ours_trials))
+        elif method == "ours" or method.startswith("ours@"):
+            run_task = apply_preset(task, method.split("@", 1)[1]) if "@" in method else task
+            tag = method.replace("@", "-")
+            res = optimize(run_task, RunOptions(out=Path(args.out) / "runs" / f"{task.task}-s{seed}-{tag}",
+                                                backend=backend, seed=seed, trials=args.ours_trials,
+                                                search_calls=budget))
             cand = res.best
             notes = {"val": res.summary["best"]["val"], "proposer_calls": res.summary["proposer_calls"],
                      # optimize() also scores seed and winner on test; that is reporting, not search budget
@@ -162,7 +170,8 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
 
 def aggregate(rows):
     out = []
-    keys = sorted({(r["task"], r["method"]) for r in rows}, key=lambda k: (k[0], METHODS.index(k[1])))
+    keys = sorted({(r["task"], r["method"]) for r in rows},
+                  key=lambda k: (k[0], METHODS.index(k[1].split("@")[0]), k[1]))
     for task, method in keys:
         rs = [r for r in rows if r["task"] == task and r["method"] == method]
         means = [r["test"] for r in rs]
@@ -197,7 +206,8 @@ def main():
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--methods", nargs="+", default=["seed", "random", "bfrs", "mipro_light", "ours"])
     ap.add_argument("--out", default=str(ROOT / "experiments/results/compare"))
-    ap.add_argument("--ours-trials", type=int, default=None)
+    ap.add_argument("--ours-trials", type=int, default=60, help="trial slots for ours (the call budget ends it)")
+    ap.add_argument("--budget", type=int, default=None, help="call budget when no MIPROv2 light row exists")
     ap.add_argument("--reflection-lm", default=None)
     ap.add_argument("--train", type=int, default=200)
     ap.add_argument("--val", type=int, default=100)
@@ -219,7 +229,7 @@ def main():
         profile = resolve_lm(task, None)
         for seed in args.seeds:
             budget = next((r["task_lm_calls"] for r in rows if r["task"] == name and r["seed"] == seed
-                           and r["method"] == "mipro_light"), None)
+                           and r["method"] == "mipro_light"), args.budget)
             for method in args.methods:
                 if (name, seed, method) in done:
                     continue

@@ -55,6 +55,7 @@ from .evaluate import Evaluator
 from .lm import LMBackend, ResponseCache, create_backend, default_cache_dir
 from .lm.profiles import LMProfile
 from .program import Candidate, demo_dicts
+from .scoring import SCORINGS
 from .stats import bootstrap_ci, mcnemar, paired_bootstrap
 from .task import TaskSpec
 
@@ -213,6 +214,14 @@ def _read_structured(path: Path) -> Any:
                           file=str(path), fix="correct the file's syntax") from None
 
 
+def _export_scoring(doc: dict[str, Any]) -> str:
+    """The scoring an exported artifact reads its answers with (label likelihood, calibrated or not)."""
+    spec = (doc.get("prompt_optimizer") or doc).get("output_parsing") or {}
+    if spec.get("rule") != "label-likelihood":
+        return "generate"
+    return "calibrated" if spec.get("calibration") else "likelihood"
+
+
 def _from_document(doc: Any, path: Path, task: TaskSpec, evaluator: Evaluator,
                    demos: _Demos) -> list[tuple[str | None, Candidate, str]]:
     """(name, candidate, kind) for each candidate a file holds."""
@@ -221,21 +230,27 @@ def _from_document(doc: Any, path: Path, task: TaskSpec, evaluator: Evaluator,
         from .export import artifact_template
 
         fmt = doc["format"]
+        if fmt == "yaml" and doc.get("retrieval"):
+            cand = Candidate(str(doc.get("instruction") or ""), demos(doc.get("demo_pool"), where), {"source": where},
+                             scoring=_export_scoring(doc), knn=int(doc["retrieval"].get("k") or 0))
+            return [(doc.get("name"), cand, "export-yaml")]
         if fmt == "yaml":
-            cand = Candidate(str(doc.get("instruction") or ""), demos(doc.get("demos"), where), {"source": where})
+            cand = Candidate(str(doc.get("instruction") or ""), demos(doc.get("demos"), where), {"source": where},
+                             scoring=_export_scoring(doc))
             if doc.get("template") is not None and evaluator.prompt_text(cand) != doc["template"]:
                 raise ConfigError("instruction and demos do not render to the file's template", file=where,
                                   field="template", fix="re-export the run, or edit instruction/demos only")
             return [(doc.get("name"), cand, "export-yaml")]
-        return [(doc.get("name"), candidate_from_template(task, evaluator, artifact_template(doc, where), where),
-                 f"export-{fmt}")]
+        cand = candidate_from_template(task, evaluator, artifact_template(doc, where), where)
+        return [(doc.get("name"), dataclasses.replace(cand, scoring=_export_scoring(doc)), f"export-{fmt}")]
     if isinstance(doc, dict) and ("signature" in doc or any(isinstance(v, dict) and "signature" in v
                                                              for v in doc.values())):
         from .runread import predictor_state
 
         state = predictor_state(doc)
         instruction = str((state.get("signature") or {}).get("instructions") or "")
-        cand = Candidate(instruction, demos(state.get("demos") or [], where), {"source": where})
+        cand = Candidate(instruction, demos(state.get("demos") or [], where), {"source": where},
+                         scoring=_export_scoring(doc))
         return [(None, cand, "dspy-program")]
     entries: Any
     if isinstance(doc, dict) and "candidates" in doc:
@@ -252,11 +267,16 @@ def _from_document(doc: Any, path: Path, task: TaskSpec, evaluator: Evaluator,
         if not isinstance(e, dict) or not isinstance(e.get("instruction"), str):
             raise ConfigError("a candidate needs an `instruction` string", file=where, field=f"candidates.{i}",
                               fix="write {name: ..., instruction: ..., demos: [...]}")
-        extra = set(e) - {"name", "instruction", "demos"}
+        extra = set(e) - {"name", "instruction", "demos", "scoring"}
         if extra:
             raise ConfigError(f"unknown key {sorted(extra)[0]!r}", file=where, field=f"candidates.{i}",
-                              fix="use name, instruction, demos")
-        cand = Candidate(e["instruction"], demos(e.get("demos"), where), {"source": where})
+                              fix="use name, instruction, demos, scoring")
+        scoring = e.get("scoring", "generate")
+        if scoring not in SCORINGS:
+            raise ConfigError(f"unknown scoring {scoring!r}", file=where, field=f"candidates.{i}.scoring",
+                              fix=f"use one of {', '.join(SCORINGS)}")
+        evaluator.check_scoring(scoring, where=f"candidates.{i}.scoring")
+        cand = Candidate(e["instruction"], demos(e.get("demos"), where), {"source": where}, scoring=scoring)
         out.append((e.get("name"), cand, "candidates-file"))
     return out
 

@@ -2,6 +2,7 @@
 
     optimize TASK.yaml [--trials N] [--seed S] [--out DIR] [--lm PROFILE] [--debug]
                        [--concurrency N] [--max-calls N] [--max-tokens N] [--max-cost X] [--dry-run]
+                       [--search-calls N] [--preset NAME]
                        [--storage URL --study NAME] [--new]
     optimize validate TASK.yaml
 
@@ -43,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-calls", type=int, help="budget: paid (non-cached) LM calls of this run directory, "
                                                   "over all restarts")
     run.add_argument("--max-tokens", type=int, help="budget: paid prompt + completion tokens")
+    run.add_argument("--preset", help="optimizer preset: configs/optimizer/NAME.yaml or a path; its settings replace "
+                                      "the task file's `optimizer:` keys it names")
+    run.add_argument("--search-calls", type=int, help="LM calls (cache hits included) the search may make before "
+                                                     "the test report; then the best so far is reported")
     run.add_argument("--max-cost", type=float, help="budget: cost at configs/prices.yaml (or the profile's) prices")
     run.add_argument("--max-failure-rate", type=float, default=0.1,
                      help="a trial with more LM calls failed after retries than this fraction is marked failed "
@@ -116,13 +121,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .engine import RunOptions, optimize, plan
     from .progress import ProgressLine, summary_table
-    from .task import load_task
+    from .task import apply_preset, load_task
 
     task = load_task(args.task)
+    if args.preset:
+        task = apply_preset(task, args.preset)
     opts = RunOptions(trials=args.trials, seed=args.seed, out=args.out, lm=args.lm, storage=args.storage,
                       study=args.study, cache=not args.no_cache, cache_dir=args.cache_dir,
                       concurrency=args.concurrency, max_calls=args.max_calls, max_tokens=args.max_tokens,
-                      max_cost=args.max_cost, max_failure_rate=args.max_failure_rate, resume=not args.new)
+                      max_cost=args.max_cost, max_failure_rate=args.max_failure_rate, resume=not args.new,
+                      search_calls=args.search_calls)
     if args.dry_run:
         projected = plan(task, opts)
         if args.json:

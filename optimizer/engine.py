@@ -46,14 +46,14 @@ from .data import Splits, make_splits
 from .errors import BudgetExceeded, ConfigError, MetricError
 from .evaluate import EvalResult, Evaluator
 from .lm import LMBackend, ResponseCache, create_backend, default_cache_dir, load_profile
-from .lm.base import LMCallFailed, LMRequest
+from .lm.base import LMCallFailed, LMRequest, Usage
 from .lm.profiles import LMProfile
 from .metrics import build_metric
-from .program import Candidate, build_program, default_max_tokens
+from .program import Candidate, default_max_tokens
 from .proposers import ProposalContext, instruction_pool
 from .rundir import RunDir, find_resumable, fingerprint
 from .search import (ATTR, Search, SearchSpace, check_setup, connect_study, ensure_slots, open_storage, publish_setup,
-                     redact_url, space_of, study_setup, trial_slot, wait_setup)
+                     pick_best, redact_url, space_of, study_setup, trial_slot, wait_setup)
 from .selectors import SelectionContext, demo_pool
 from .stats import bootstrap_ci, paired_bootstrap
 from .task import TaskSpec
@@ -74,6 +74,9 @@ class RunOptions:
     max_calls: int | None = None  # paid (non-cached) LM calls of the run directory, over all restarts
     max_tokens: int | None = None  # paid prompt + completion tokens
     max_cost: float | None = None  # at the prices of configs/prices.yaml or the profile's `prices`
+    # LM calls (cache hits included) before the test report: proposer, probes, bootstrap and trials; when
+    # reached, no further trial starts (a running one is cut) and the best so far is reported on test
+    search_calls: int | None = None
     max_failure_rate: float = 0.1  # a trial with more failed calls (after retries) than this is marked failed
     resume: bool = True  # without --out: continue the newest unfinished run directory of the same run
     setup_timeout: float = 1800.0  # a worker waits this long for the study's creator to publish the space
@@ -112,6 +115,9 @@ def default_run_dir(task: TaskSpec) -> Path:
 def _check_options(opts: RunOptions, n_trials: int) -> Limits:
     if n_trials <= 0:
         raise ConfigError("--trials must be positive", field="--trials", fix="pass --trials 1 or more")
+    if opts.search_calls is not None and opts.search_calls < 1:
+        raise ConfigError(f"--search-calls must be positive, got {opts.search_calls}", field="--search-calls",
+                          fix="pass the number of LM calls the search may make, e.g. --search-calls 600")
     if opts.concurrency is not None and opts.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {opts.concurrency}", field="--concurrency",
                           fix="pass --concurrency 1 (sequential) or more")
@@ -144,8 +150,6 @@ def run_fingerprint(task: TaskSpec, profile: LMProfile, seed: int, study: str, s
 
 
 def _usage_zero() -> dict[str, int]:
-    from .lm.base import Usage
-
     return Usage().to_dict()
 
 
@@ -187,6 +191,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
     evaluator = make_evaluator(task, profile, backend)
     emit("backend", usage=lambda: backend.usage)  # lets a progress display read live LM counters
     _check_metric(evaluator, splits)
+    scorings = evaluator.scorings(task.optimizer.scoring)
     if opts.preflight and opts.backend is None:
         backend.preflight()
         if proposer_backend is not backend:
@@ -206,8 +211,8 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
     budget = Budget(limits, prices=prices, log_path=run.spend_log)
     for b in {id(backend): backend, id(proposer_backend): proposer_backend}.values():
         b.budget = budget
-    phases: dict[str, dict[str, int]] = {"proposer": _usage_zero(), "bootstrap": _usage_zero(),
-                                         "search": _usage_zero(), "test": _usage_zero()}
+    phases: dict[str, dict[str, int]] = {name: _usage_zero()
+                                         for name in ("proposer", "probe", "bootstrap", "search", "test")}
     exclusive = opts.storage is None
     study = None
     search: Search | None = None
@@ -236,9 +241,16 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
             emit("phase", name="instructions")
             u0 = proposer_backend.usage
             pctx = ProposalContext(task, splits.train, seed, proposer_backend,
-                                   chat=proposer_profile.resolved_adapter == "chat")
+                                   chat=proposer_profile.resolved_adapter == "chat", evaluator=evaluator,
+                                   scoring=scorings[0])
             pool = instruction_pool(pctx, task.optimizer.instructions, task.optimizer.proposers)
-            phases["proposer"] = (proposer_backend.usage - u0).to_dict()
+            probe = pctx.notes.pop("probe_usage", None)
+            proposer_used = proposer_backend.usage - u0
+            if probe and proposer_backend is backend:  # the reflective probes ran the task prompt: task-LM calls
+                proposer_used = proposer_used - Usage(**{k: v for k, v in probe.items() if k != "paid_calls"})
+            phases["proposer"] = proposer_used.to_dict()
+            if probe:
+                phases["probe"] = probe
             if budget.tripped:  # the proposer swallows LM errors: do not publish a pool cut short by the budget
                 raise BudgetExceeded(budget.tripped, field=budget.tripped.split()[0],
                                      fix="raise the budget and run the same command again to continue")
@@ -250,10 +262,12 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
             max_demos = task.optimizer.max_demos
             demos = demo_pool(sctx, task.optimizer.demo_sets, max_demos, task.optimizer.selectors) if max_demos else []
             phases["bootstrap"] = (backend.usage - u1).to_dict()
-            space = SearchSpace([(p.text, p.origin) for p in pool], demos, max_demos)
+            space = SearchSpace([(p.text, p.origin) for p in pool], demos, max_demos,
+                                scorings, task.optimizer.demo_orders)
             notes = {"proposer_notes": pctx.notes, "selector_notes": sctx.notes}
             setup = {"task": task.task, "seed": seed, "data": data_id, "n_trials": n_trials,
-                     "validation": len(splits.validation), "optimizer_version": __version__}
+                     "validation": len(splits.validation), "optimizer_version": __version__,
+                     "setup_calls": sum(phases[k]["calls"] for k in ("proposer", "probe", "bootstrap"))}
             publish_setup(study, space, setup)
         elif setup is None:
             setup = wait_setup(study, timeout=opts.setup_timeout, on_event=emit)
@@ -274,7 +288,9 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
                       for t in study.get_trials(deepcopy=False)))
         search = Search(study, space, evaluator, splits.validation, seed=seed, on_event=emit,
                         trial_log=run.append_trial, exclusive=exclusive, worker_id=run.meta["worker"],
-                        max_failure_rate=opts.max_failure_rate, grace=opts.grace)
+                        max_failure_rate=opts.max_failure_rate, grace=opts.grace,
+                        call_cap=None if opts.search_calls is None
+                        else max(0, opts.search_calls - int(setup.get("setup_calls", 0))))
         u3 = backend.usage
         try:
             search.run()
@@ -284,8 +300,8 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
                 run.write_trials(search.records())
             except Exception:  # the storage itself failed: keep the live trials.jsonl, raise the first error
                 pass
-        best_trial, best = search.best()
-        baseline = space.candidate(0, 0, 0)
+        best_trial, best = search.best(task.optimizer.pick)
+        baseline = space.candidate(0, 0, 0, "generate")
 
         # -- held-out test -----------------------------------------------------------------------
         emit("phase", name="test", examples=len(splits.test))
@@ -320,8 +336,9 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
 
     def describe(c: Candidate, val_mean: float, test_ci, extra: dict[str, Any]) -> dict[str, Any]:
         return {"instruction": c.instruction, "instruction_origin": c.origin.get("instruction_origin"),
-                "n_demos": len(c.demos), "demo_ids": [d.id for d in c.demos],
-                "demo_selector": c.origin.get("demo_selector"), "val": round(val_mean, 6),
+                "n_demos": c.knn or len(c.demos), "demo_ids": [d.id for d in c.demos],
+                "demo_selector": c.origin.get("demo_selector"), **_scoring_fields(evaluator, c),
+                "val": round(val_mean, 6),
                 "test": round(test_ci.mean, 6), "test_ci": [round(test_ci.low, 6), round(test_ci.high, 6)],
                 "prompt_words": evaluator.prompt_tokens(c), **extra}
 
@@ -342,6 +359,10 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
         "best": describe(best, best_val.mean, best_ci, {"trial": best_trial.number, "slot": trial_slot(best_trial),
                                                         "params": best_trial.params}),
         "improvement": {k: round(v, 6) for k, v in diff.items()},
+        "pick": task.optimizer.pick,
+        "search_calls": {"cap": opts.search_calls, "reached": search.capped,
+                         "spent": int(setup.get("setup_calls", 0)) + search.spent_calls()},
+        "pareto": search.pareto(),
         "significant": (not best_ci.overlaps(base_ci)) and best_ci.mean > base_ci.mean,
         **_usage_fields(usage, phases, proposer_backend is backend),
         "failed_calls": sum(r.get("failed_calls", 0) for r in search.records()),
@@ -354,8 +375,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
         "wall_seconds": round(time.perf_counter() - t_start, 3),
         "prompt": evaluator.prompt_text(best),
     }
-    program = build_program(task, best)
-    run.write_program(program)
+    run.write_winner(task, best)
     run.write_text("prompt.txt", summary["prompt"] + "\n")
     run.write_text("baseline_prompt.txt", evaluator.prompt_text(baseline) + "\n")
     run.write_predictions("test_predictions.jsonl", splits.test, base_test, best_test)
@@ -398,6 +418,16 @@ def _usage_fields(usage: dict[str, int], phases: dict[str, dict[str, int]], same
             "phases": phases}
 
 
+def _scoring_fields(evaluator: Evaluator, c: Candidate) -> dict[str, Any]:
+    """How the candidate's answers are read (exported with the prompt): generated text, or label likelihood
+    with the calibration offsets it was scored with."""
+    out: dict[str, Any] = {"scoring": c.scoring, "demo_order": c.origin.get("order", 0), "knn": c.knn}
+    if c.scoring == "calibrated":
+        out["calibration"] = {k: (round(v, 6) if math.isfinite(v) else None)
+                              for k, v in (evaluator.calibration(c) or {}).items()}
+    return out
+
+
 def _close(opts: RunOptions, backend: LMBackend, proposer_backend: LMBackend, evaluator: Evaluator,
            run: RunDir | None, storage: Any = None) -> None:
     evaluator.close()
@@ -426,21 +456,19 @@ def _stopped(task: TaskSpec, run: RunDir, evaluator: Evaluator, study, search: S
         run.write_trials(search.records())
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == S.COMPLETE] if study is not None else []
     if space is not None:
-        baseline = space.candidate(0, 0, 0)
+        baseline = space.candidate(0, 0, 0, "generate")
     else:
         baseline = Candidate(task.instruction.strip(), (), {"instruction": 0, "instruction_origin": "seed"})
     best, best_trial = baseline, None
     if complete and space is not None:
-        best_trial = max(complete, key=lambda t: (round(t.value, 9), -t.user_attrs.get("prompt_words", 0),
-                                                  -trial_slot(t), -t.number))
-        p = best_trial.params
-        best = space.candidate(p["instruction"], p.get("demo_set", 0), p.get("n_demos", 0))
+        best_trial = pick_best(complete, task.optimizer.pick)
+        best = space.of_params(best_trial.params)
     base_trial = next((t for t in complete if trial_slot(t) == 0), None)
 
     def describe(c: Candidate, trial) -> dict[str, Any]:
         return {"instruction": c.instruction, "instruction_origin": c.origin.get("instruction_origin"),
-                "n_demos": len(c.demos), "demo_ids": [d.id for d in c.demos],
-                "demo_selector": c.origin.get("demo_selector"),
+                "n_demos": c.knn or len(c.demos), "demo_ids": [d.id for d in c.demos],
+                "demo_selector": c.origin.get("demo_selector"), **_scoring_fields(evaluator, c),
                 "val": round(trial.value, 6) if trial is not None else None, "test": None, "test_ci": None,
                 "prompt_words": evaluator.prompt_tokens(c),
                 **({"trial": trial.number, "slot": trial_slot(trial), "params": trial.params} if trial else {})}
@@ -456,7 +484,7 @@ def _stopped(task: TaskSpec, run: RunDir, evaluator: Evaluator, study, search: S
         "concurrency": backend.max_concurrency, "spent": budget.to_dict(), "resumed": run.resumed,
         "wall_seconds": round(time.perf_counter() - t_start, 3), "prompt": evaluator.prompt_text(best),
     }
-    run.write_program(build_program(task, best))
+    run.write_winner(task, best)
     run.write_text("prompt.txt", summary["prompt"] + "\n")
     run.write_text("baseline_prompt.txt", evaluator.prompt_text(baseline) + "\n")
     run.write_json("summary.json", summary)

@@ -3,7 +3,7 @@
 The evaluator renders each call with the adapter, makes it through the
 backend (which caches and counts), parses the answer and applies the metric.
 Scores are memoised per (candidate, example), so re-scoring an example for the
-same candidate (finalists, the test report) costs no call.
+same candidate (the test report, a repeated trial) costs no call.
 
 Sequential backends (the local model): examples of one candidate are evaluated
 in a row in the caller's thread, which keeps llama.cpp's prompt-prefix cache
@@ -13,6 +13,11 @@ workers, further limited by the backend's adaptive limiter) and yields the
 outcomes **in input order**, so that what the caller does with them (reporting
 to Optuna, pruning decisions) does not depend on timing.
 
+Label-likelihood scoring (``candidate.scoring`` ``likelihood`` or ``calibrated``,
+classification tasks, completion prompts): the same prompt asks for one token with
+its top-k log-probabilities and the answer is the best label (``optimizer.scoring``);
+``calibrated`` first scores a content-free input once per candidate and subtracts it.
+
 A call that still fails after the backend's retries (``LMCallFailed``) becomes
 a failed ``Outcome`` when the caller tolerates failures (a search trial counts
 them and fails the trial past a threshold); it is never scored 0.
@@ -20,6 +25,7 @@ them and fails the trial past a threshold); it is never scored 0.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,9 +36,12 @@ import dspy
 
 from .adapters import get_adapter, parse_response, render_request
 from .data import Example
-from .lm.base import LMBackend, LMCallFailed
+from .errors import ConfigError, LMError
+from .lm.base import LMBackend, LMCallFailed, LMRequest, LMResponse
 from .metrics import Metric
 from .program import Candidate, demo_dicts, make_signature
+from .plain_client import KnnIndex, input_text
+from .scoring import TOP_K, content_free_inputs, label_logprobs, pick_label
 from .task import TaskSpec
 
 
@@ -85,6 +94,9 @@ class Evaluator:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
         self._pool_lock = threading.Lock()
+        self._calibration: dict[str, dict[str, float]] = {}
+        self._knn: dict[tuple[str, ...], KnnIndex] = {}
+        self._calibration_lock = threading.Lock()
 
     @property
     def concurrency(self) -> int:
@@ -110,10 +122,70 @@ class Evaluator:
     def signature(self, candidate: Candidate) -> type[dspy.Signature]:
         return make_signature(self.task, candidate.instruction)
 
-    def request(self, candidate: Candidate, inputs: dict[str, Any]):
+    def demos_for(self, candidate: Candidate, inputs: dict[str, Any]) -> tuple[Example, ...]:
+        """The candidate's demos for one input: fixed, or its ``knn`` nearest pool demos."""
+        if not candidate.knn:
+            return candidate.demos
+        ids = tuple(d.id for d in candidate.demos)
+        index = self._knn.get(ids)
+        if index is None:
+            names = self.task.input_names
+            index = self._knn[ids] = KnnIndex([input_text(d.inputs, names) for d in candidate.demos])
+        return tuple(candidate.demos[i] for i in index.nearest(input_text(inputs, self.task.input_names),
+                                                                 candidate.knn))
+
+    def request(self, candidate: Candidate, inputs: dict[str, Any]) -> LMRequest:
         sig = self.signature(candidate)
-        return render_request(self.adapter, sig, demo_dicts(self.task, candidate.demos), inputs,
-                              max_tokens=self.max_tokens, temperature=self.temperature)
+        demos = self.demos_for(candidate, inputs)
+        req = render_request(self.adapter, sig, demo_dicts(self.task, demos), inputs,
+                             max_tokens=self.max_tokens, temperature=self.temperature)
+        if candidate.scoring != "generate":
+            self.check_scoring(candidate.scoring)
+            req = dataclasses.replace(req, max_tokens=1, temperature=0.0, stop=(), logprobs=TOP_K)
+        return req
+
+    def scorings(self, wanted: list[str]) -> list[str]:
+        """The task's ``optimizer.scoring`` list with ``auto`` resolved, checked, without repeats."""
+        out: list[str] = []
+        for s in wanted:
+            if s == "auto":
+                fits = bool(self.task.label_set) and self.adapter_kind == "completion"
+                out += ["likelihood", "calibrated"] if fits else ["generate"]
+            else:
+                self.check_scoring(s)
+                out.append(s)
+        return list(dict.fromkeys(out))
+
+    def check_scoring(self, scoring: str, where: str = "optimizer.scoring") -> None:
+        """Label-likelihood scoring needs a label set and a completion prompt."""
+        if scoring == "generate":
+            return
+        if not self.task.label_set:
+            raise ConfigError(f"scoring {scoring!r} needs a classification task (output.labels or metric.labels)",
+                              file=str(self.task.path), field=where, fix="use scoring: [generate] for this task")
+        if self.adapter_kind != "completion":
+            raise ConfigError(f"scoring {scoring!r} reads next-token log-probabilities of a completion prompt; "
+                              f"this task uses the {self.adapter_kind} adapter", file=str(self.task.path),
+                              field=where, fix="use scoring: [generate], or a completion-style LM profile")
+
+    def _label_scores(self, resp: LMResponse) -> dict[str, float]:
+        if not resp.logprobs:
+            raise LMError("the LM returned no log-probabilities, which label-likelihood scoring needs",
+                          file=str(self.task.path), field="optimizer.scoring",
+                          fix="use an endpoint whose /v1/completions returns logprobs, or scoring: [generate]")
+        return label_logprobs(resp.logprobs[0], self.task.label_set or [])
+
+    def calibration(self, candidate: Candidate) -> dict[str, float] | None:
+        """Contextual calibration offsets (label log-probabilities on a content-free input), once per candidate."""
+        if candidate.scoring != "calibrated":
+            return None
+        base = Candidate(candidate.instruction, candidate.demos, scoring="likelihood", knn=candidate.knn)
+        with self._calibration_lock:
+            hit = self._calibration.get(base.key)
+            if hit is None:
+                resp = self.backend.complete(self.request(base, content_free_inputs(self.task.input_names)))
+                hit = self._calibration[base.key] = self._label_scores(resp)
+        return hit
 
     def prompt_text(self, candidate: Candidate, inputs: dict[str, Any] | None = None) -> str:
         """The rendered prompt as plain text (placeholders when no inputs are given)."""
@@ -134,8 +206,15 @@ class Evaluator:
             return hit
         sig = self.signature(candidate)
         req = self.request(candidate, example.inputs)
-        resp = self.backend.complete(req)
-        values, ok = parse_response(self.adapter, sig, resp.text)
+        if candidate.scoring == "generate":
+            resp = self.backend.complete(req)
+            values, ok = parse_response(self.adapter, sig, resp.text)
+        else:
+            offsets = self.calibration(candidate)
+            resp = self.backend.complete(req)
+            label = pick_label(self._label_scores(resp), offsets)
+            values, ok = {self.task.output.name: label or ""}, label is not None
+            resp = dataclasses.replace(resp, text=label or "")
         score = float(self.metric(example, values))
         out = Outcome(example.id, score, values, resp.text, ok, resp.prompt_tokens)
         self._memo[key] = out

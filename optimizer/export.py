@@ -80,6 +80,7 @@ from .errors import ConfigError, LMConnectionError, LMError, OptimizerError
 from .evaluate import Evaluator
 from .program import Candidate, demo_dicts
 from .runread import FinishedRun, predictor_state
+from .scoring import TOP_K
 from .stats import bootstrap_ci, mcnemar, paired_bootstrap
 
 FORMATS = ("openai-chat", "completion", "yaml", "dspy")
@@ -181,6 +182,14 @@ def _fields(ev: Evaluator, run: FinishedRun) -> tuple[list[dict[str, str]], list
 
 def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
     _, outs = _fields(ev, run)
+    best = run.summary.get("best") or {}
+    if (best.get("scoring") or "generate") != "generate":
+        offsets = best.get("calibration") if best.get("scoring") == "calibrated" else None
+        return {"rule": "label-likelihood",
+                "description": "request 1 token with logprobs; each label scores the best top-k token that starts "
+                               "it, minus its calibration offset; the answer is the best label",
+                "fields": outs, "answer_field": run.task.output.name, "labels": run.task.label_set,
+                "top_logprobs": TOP_K, "calibration": offsets, "metric": run.summary.get("metric")}
     if ev.adapter_kind == "chat":
         rule, text = "chat-fields", "the text after each `[[ ## name ## ]]` marker, stripped"
     elif len(outs) == 1:
@@ -197,7 +206,9 @@ def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
 
 def _model_block(run: FinishedRun, ev: Evaluator) -> dict[str, Any]:
     params: dict[str, Any] = {"max_tokens": ev.max_tokens, "temperature": ev.temperature}
-    if ev.adapter_kind == "completion":
+    if ((run.summary.get("best") or {}).get("scoring") or "generate") != "generate":
+        params = {"max_tokens": 1, "temperature": 0.0, "logprobs": TOP_K}
+    elif ev.adapter_kind == "completion":
         sig = ev.signature(Candidate(run.task.instruction))
         params["stop"] = list(ev.adapter.stop(sig))[:4]  # type: ignore[attr-defined]
     extra = {"repeat_penalty": 1.0} if run.profile.backend == "local" else {}
@@ -239,6 +250,14 @@ def build_artifact(run: FinishedRun, fmt: str) -> dict[str, Any]:
     ph = _placeholders(run)
     ins, outs = _fields(ev, run)
     common = {**_model_block(run, ev), "output_parsing": _parsing(ev, run)}
+    if cand.knn and fmt != "yaml":
+        raise ConfigError(f"this run's winner gives each input its {cand.knn} most similar demos (kNN), which a "
+                          f"fixed {fmt} template cannot express", field="--format",
+                          fix="export it as yaml (it carries the demo pool and the retrieval rule)")
+    if fmt == "openai-chat" and cand.scoring != "generate":
+        raise ConfigError(f"this run's winner reads the answer from label log-probabilities (scoring "
+                          f"{cand.scoring!r}), which a chat endpoint does not expose",
+                          field="--format", fix="export it as completion, yaml or dspy")
     if fmt == "openai-chat":
         art: dict[str, Any] = {"format": "openai-chat", "api": "chat", "inputs": run.task.input_names, **common,
                                "messages": chat_messages(ev, cand, ph)}
@@ -254,6 +273,12 @@ def build_artifact(run: FinishedRun, fmt: str) -> dict[str, Any]:
     if fmt == "completion":
         return {"format": "completion", "api": "completions", "inputs": run.task.input_names, **common,
                 "template": template, "render": RENDER_RULES, "source": _source(run)}
+    if fmt == "yaml" and cand.knn:
+        return {"format": "yaml", "name": f"{run.task.task}-winner", "api": "completions", **common,
+                "inputs": ins, "outputs": outs, "instruction": cand.instruction, "demos": [],
+                "retrieval": {"method": "tfidf-knn", "k": cand.knn, "fields": run.task.input_names,
+                              "reference": "optimizer/plain_client.py: KnnIndex"},
+                "demo_pool": demo_dicts(run.task, cand.demos), "render": RENDER_RULES, "source": _source(run)}
     if fmt == "yaml":
         return {"format": "yaml", "name": f"{run.task.task}-winner", "api": "completions", **common,
                 "inputs": ins, "outputs": outs, "instruction": cand.instruction,

@@ -20,12 +20,18 @@ Rendering rules (``render: completion-v1`` in the artifacts):
 - from parts (``yaml``, ``dspy``): the instruction, then one block per demo, then the input block,
   separated by blank lines; a block is ``<prefix> <value>`` lines, input fields first, then the
   demo's non-empty output fields; the input block ends with the first output field's prefix;
+- ``yaml`` with ``retrieval`` (per-input demos): the demos are the ``retrieval.k`` pool entries of
+  ``demo_pool`` nearest to the input (``KnnIndex``: TF-IDF cosine over the ``retrieval.fields``),
+  least similar first, then rendered from parts as above;
 - ``openai-chat`` messages are sent as they are; the artifact's ``chat_template`` (a Jinja
   template, applied by the server) turns them back into the completion prompt.
 
 Parsing (``output_parsing``): ``first-line`` takes the first non-empty line of the answer;
 ``prefixed-fields`` splits the answer at the later fields' prefixes (chain of thought);
-``chat-fields`` reads ``[[ ## name ## ]]`` sections (DSPy's chat format).
+``chat-fields`` reads ``[[ ## name ## ]]`` sections (DSPy's chat format); ``label-likelihood``
+(classification) asks for one token with ``logprobs`` top-k, scores each label by the best
+top-k token that starts it (both compared lower-cased, without punctuation, articles and spaces),
+subtracts the ``calibration`` offset of each label where one is given, and answers the best label.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import argparse
 import json
 import os
 import re
+import string
 import sys
 import time
 
@@ -74,6 +81,76 @@ def render_chat_template(template: str, messages: list[dict]) -> str:
                                             add_generation_prompt=True)
 
 
+def _norm(text: str) -> str:
+    s = re.sub(f"[{re.escape(string.punctuation)}]", " ", str(text).lower())
+    return "".join(re.sub(r"\b(a|an|the)\b", " ", s).split())
+
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+
+class KnnIndex:
+    """TF-IDF nearest neighbours over a demo pool (per-input demos, as in KATE).
+
+    Words of 2+ characters, lower-cased; tf = count; idf = ln((1 + n) / (1 + df)) + 1; vectors
+    L2-normalised; similarity = cosine. ``nearest`` returns the k most similar pool indices,
+    least similar first so that the most similar demo sits next to the input (ties: lower index
+    nearer). The optimizer retrieves with this same class, so an export retrieves what it scored."""
+
+    def __init__(self, texts: list):
+        docs = [self._counts(t) for t in texts]
+        n = len(docs)
+        df: dict = {}
+        for d in docs:
+            for w in d:
+                df[w] = df.get(w, 0) + 1
+        import math
+
+        self.idf = {w: math.log((1 + n) / (1 + c)) + 1.0 for w, c in df.items()}
+        self.vectors = [self._unit({w: c * self.idf[w] for w, c in d.items()}) for d in docs]
+
+    @staticmethod
+    def _counts(text: str) -> dict:
+        out: dict = {}
+        for w in _TOKEN.findall(str(text).lower()):
+            out[w] = out.get(w, 0) + 1
+        return out
+
+    @staticmethod
+    def _unit(v: dict) -> dict:
+        norm = sum(x * x for x in v.values()) ** 0.5
+        return {w: x / norm for w, x in v.items()} if norm else {}
+
+    def nearest(self, text: str, k: int) -> list:
+        q = self._unit({w: c * self.idf[w] for w, c in self._counts(text).items() if w in self.idf})
+        sims = [(sum(x * v.get(w, 0.0) for w, x in q.items()), -i) for i, v in enumerate(self.vectors)]
+        top = sorted(sims, reverse=True)[:k]
+        return [-i for _, i in reversed(top)]
+
+
+_INDEXES: dict = {}
+
+
+def input_text(values: dict, names: list) -> str:
+    """What retrieval compares: the input fields' values joined by newlines."""
+    return "\n".join(value_text(values.get(n, "")) for n in names)
+
+
+def pick_label(top: dict, spec: dict) -> str:
+    """The label-likelihood answer from one position's top-k ``{token: logprob}``."""
+    calibration = spec.get("calibration") or {}
+    best, best_score = "", None
+    for label in spec["labels"]:
+        want = _norm(label)
+        seen = [lp for tok, lp in top.items() if _norm(tok) and want.startswith(_norm(tok))]
+        if not seen:
+            continue
+        score = max(seen) - (calibration.get(label) or 0.0)
+        if best_score is None or score > best_score:
+            best, best_score = label, score
+    return best
+
+
 def parse(text: str, spec: dict) -> dict:
     rule = spec["rule"]
     names = [f["name"] for f in spec["fields"]]
@@ -95,6 +172,8 @@ def parse(text: str, spec: dict) -> dict:
         if not values.get(names[-1]) and len(names) > 1 and values.get(names[-2]):
             values[names[-1]] = values[names[-2]].strip().splitlines()[-1].strip()
         return values
+    if rule == "label-likelihood":  # ``text`` is already the picked label
+        return {spec["answer_field"]: text.strip()}
     if rule == "chat-fields":
         parts = re.split(r"\[\[ ## (\w+) ## \]\]", text or "")
         found = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
@@ -128,6 +207,15 @@ def prepare(art: dict, inputs: dict) -> dict:
     fmt = art["format"]
     if fmt == "completion":
         return {"api": "completions", "prompt": fill(art["template"], inputs)}
+    if fmt == "yaml" and art.get("retrieval"):  # per-input demos: the k nearest of the pool
+        fields = [{**f, "role": "input"} for f in art["inputs"]] + [{**f, "role": "output"} for f in art["outputs"]]
+        pool = art["demo_pool"]
+        names = art["retrieval"]["fields"]
+        index = _INDEXES.get(id(pool))
+        if index is None:
+            index = _INDEXES[id(pool)] = KnnIndex([input_text(d, names) for d in pool])
+        demos = [pool[i] for i in index.nearest(input_text(inputs, names), int(art["retrieval"]["k"]))]
+        return {"api": "completions", "prompt": render_parts(art.get("instruction") or "", fields, demos, inputs)}
     if fmt == "yaml":
         fields = [{**f, "role": "input"} for f in art["inputs"]] + [{**f, "role": "output"} for f in art["outputs"]]
         from_parts = render_parts(art.get("instruction") or "", fields, art.get("demos") or [], inputs)
@@ -180,6 +268,10 @@ def main(argv=None) -> int:
                     if req["api"] == "completions":
                         r = client.completions.create(model=model, prompt=req["prompt"], extra_body=extra, **params)
                         text = r.choices[0].text or ""
+                        if spec["rule"] == "label-likelihood":
+                            lp = r.choices[0].logprobs
+                            top = dict((lp.top_logprobs or [{}])[0]) if lp is not None else {}
+                            text = pick_label(top, spec)
                     else:
                         r = client.chat.completions.create(model=model, messages=req["messages"], extra_body=extra,
                                                            **params)

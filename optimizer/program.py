@@ -1,7 +1,9 @@
 """Programs: DSPy signatures and modules built from a task, and the candidates the search explores.
 
-A ``Candidate`` is what the optimizer varies: an instruction and an ordered
-tuple of demos. ``build_program`` turns one into a real DSPy module
+A ``Candidate`` is what the optimizer varies: an instruction, an ordered
+tuple of demos, and how the answer is read off the LM (``scoring``: generated
+text, or label likelihood with or without contextual calibration; see
+``optimizer.scoring``). ``build_program`` turns one into a real DSPy module
 (``dspy.Predict`` or ``dspy.ChainOfThought``) whose saved JSON is the run's
 ``best_program.json``; load it with ``build_program(task).load(path)``.
 """
@@ -25,10 +27,17 @@ class Candidate:
     instruction: str
     demos: tuple[Example, ...] = ()
     origin: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    scoring: str = "generate"  # "generate" | "likelihood" | "calibrated"
+    knn: int = 0  # > 0: ``demos`` is a pool; each input gets its ``knn`` most similar pool demos (TF-IDF)
 
     @property
     def key(self) -> str:
-        blob = json.dumps([self.instruction, [d.id for d in self.demos]])
+        parts: list[Any] = [self.instruction, [d.id for d in self.demos]]
+        if self.scoring != "generate" or self.knn:
+            parts.append(self.scoring)
+        if self.knn:
+            parts.append(self.knn)
+        blob = json.dumps(parts)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 

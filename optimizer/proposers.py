@@ -9,6 +9,12 @@ instructions. Registered proposers:
   instruction (APE style). Its drafts are filtered (length, no copied inputs,
   no duplicates); when the LM cannot write usable ones, fewer come back and the
   offline operators fill the pool.
+- ``reflective``: the task prompt is run on a probe of training examples; the
+  proposer LM sees the instruction, the examples it got wrong (expected and
+  produced answers) and the history of instructions tried so far with their
+  probe scores (ProTeGi/GEPA-style reflection with an OPRO-style history) and
+  writes a fix; each accepted draft is scored on the same probe and joins the
+  history for the next round. Same filters and the same fallback as ``lm``.
 
 The seed instruction is always candidate 0 and is not a proposer's job.
 """
@@ -22,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .data import Example
-from .lm.base import LMBackend, LMRequest
+from .lm.base import LMBackend, LMCallFailed, LMRequest
 from .task import TaskSpec
 
 
@@ -34,6 +40,8 @@ class ProposalContext:
     lm: LMBackend | None = None
     chat: bool = False  # the proposer LM takes chat messages
     notes: dict[str, Any] = field(default_factory=dict)
+    evaluator: Any = None  # scores drafts on training examples (the reflective proposer)
+    scoring: str = "generate"  # how the evaluator reads answers for those probes
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,16 @@ class LMProposer(InstructionProposer):
         lines.append("Instruction:")
         return "\n".join(lines)
 
+    def _draft(self, ctx: ProposalContext, prompt: str, sample: int) -> str:
+        """One sampled draft from the proposer LM: its first line, whitespace collapsed."""
+        if ctx.chat:
+            req = LMRequest.chat([{"role": "user", "content": prompt}], max_tokens=self.max_tokens,
+                                 temperature=0.8, sample=sample)
+        else:
+            req = LMRequest(prompt=prompt, max_tokens=self.max_tokens, temperature=0.8, stop=("\n",), sample=sample)
+        text = ctx.lm.complete(req).text
+        return " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
+
     def valid(self, text: str, ctx: ProposalContext, shots: list[Example]) -> bool:
         words = _WORD.findall(text)
         if not (4 <= len(words) <= 60):
@@ -152,18 +170,11 @@ class LMProposer(InstructionProposer):
                 break
             shots = rng.sample(ctx.train, min(self.k, len(ctx.train)))
             prompt = self._meta_prompt(ctx.task, shots)
-            if ctx.chat:
-                req = LMRequest.chat([{"role": "user", "content": prompt}], max_tokens=self.max_tokens,
-                                     temperature=0.8, sample=slot)
-            else:
-                req = LMRequest(prompt=prompt, max_tokens=self.max_tokens, temperature=0.8, stop=("\n",),
-                                sample=slot)
             try:
-                text = ctx.lm.complete(req).text
-            except Exception as exc:  # the proposer is optional: keep the offline pool
+                text = self._draft(ctx, prompt, slot)
+            except LMCallFailed as exc:  # a call lost after retries: keep the offline pool
                 ctx.notes["lm_proposer_error"] = str(exc)
                 break
-            text = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
             if text and self.valid(text, ctx, shots) and text.lower() not in seen:
                 seen.add(text.lower())
                 found.append(Proposal(text, "lm"))
@@ -172,18 +183,112 @@ class LMProposer(InstructionProposer):
         return found
 
 
-PROPOSERS: dict[str, type[InstructionProposer]] = {"offline": OfflineProposer, "lm": LMProposer}
+class ReflectiveProposer(LMProposer):
+    """Reflection on failures plus a scored history (ProTeGi / GEPA / OPRO style)."""
+
+    name = "reflective"
+
+    def __init__(self, probe: int = 12, demos: int = 4, rounds: int = 2, drafts_per_round: int = 2,
+                 failures_shown: int = 3, max_tokens: int = 60):
+        super().__init__(examples_per_prompt=failures_shown, drafts_per_slot=drafts_per_round, max_tokens=max_tokens)
+        self.probe = probe
+        self.n_demos = demos
+        self.rounds = rounds
+
+    def _reflect_prompt(self, task: TaskSpec, current: str, failures: list[tuple[Example, str]],
+                        history: list[tuple[float, str]]) -> str:
+        lines = ["An instruction for a task was tried on examples. These are examples it got wrong.", "",
+                 f"Instruction: {current}", ""]
+        for ex, produced in failures[: self.k]:
+            for f in task.inputs:
+                lines.append(f"{f.label}: {ex.inputs[f.name][:300]}")
+            lines.append(f"Expected {task.output.label.lower()}: {ex.output}")
+            lines.append(f"Produced: {produced[:80] or '(nothing)'}")
+            lines.append("")
+        lines.append("Instructions tried so far, with their accuracy (higher is better):")
+        for score, text in sorted(history):
+            lines.append(f"{score:.2f}: {text}")
+        lines.append("")
+        lines.append("Write one improved instruction that avoids these mistakes.")
+        lines.append("Improved instruction:")
+        return "\n".join(lines)
+
+    def propose(self, ctx: ProposalContext, n: int) -> list[Proposal]:
+        if ctx.lm is None or ctx.evaluator is None or n <= 0 or len(ctx.train) < 2:
+            return []
+        from .program import Candidate
+
+        rng = random.Random(f"{ctx.seed}:reflective")
+        pool = list(ctx.train)
+        rng.shuffle(pool)
+        demos = tuple(pool[: min(self.n_demos, len(pool) // 2)])
+        probe = pool[len(demos):][: self.probe]
+
+        backend = ctx.evaluator.backend
+        probe_usage = backend.usage - backend.usage  # zero
+
+        def run(text: str) -> tuple[float, list[tuple[Example, str]]]:
+            nonlocal probe_usage
+            cand = Candidate(text, demos, {"role": "reflective-probe"}, scoring=ctx.scoring)
+            u0 = backend.usage
+            try:
+                res = ctx.evaluator.evaluate(cand, probe)
+            finally:
+                probe_usage = probe_usage + (backend.usage - u0)
+            wrong = [(ex, str(o.prediction.get(ctx.task.output.name, "")))
+                     for ex, o in zip(probe, res.outcomes) if o.score < 1]
+            return res.mean, wrong
+
+        current = ctx.task.instruction.strip()
+        score, failures = run(current)
+        history = [(score, current)]
+        seen = {current.lower()}
+        found: list[Proposal] = []
+        drafts = 0
+        for r in range(self.rounds):
+            if len(found) >= n or not failures:
+                break
+            prompt = self._reflect_prompt(ctx.task, current, failures, history)
+            for d in range(self.drafts):
+                if len(found) >= n:
+                    break
+                drafts += 1
+                sample = r * self.drafts + d
+                try:
+                    text = self._draft(ctx, prompt, sample)
+                except LMCallFailed as exc:  # a lost call: keep what we have, the offline pool fills the rest
+                    ctx.notes["reflective_error"] = str(exc)
+                    break
+                if not text or text.lower() in seen or not self.valid(text, ctx, [ex for ex, _ in failures]):
+                    continue
+                seen.add(text.lower())
+                s, wrong = run(text)
+                history.append((s, text))
+                found.append(Proposal(text, "reflective"))
+            best_score, best_text = max(history)
+            if best_text != current:  # reflect on the best instruction so far next round
+                current = best_text
+                failures = run(current)[1]
+        ctx.notes["reflective_drafts"] = drafts
+        ctx.notes["reflective_accepted"] = len(found)
+        ctx.notes["reflective_history"] = [{"score": round(sc, 4), "instruction": t} for sc, t in history]
+        ctx.notes["probe_usage"] = probe_usage.to_dict()  # task-LM calls, not proposer calls
+        return found
+
+
+PROPOSERS: dict[str, type[InstructionProposer]] = {"offline": OfflineProposer, "lm": LMProposer,
+                                                   "reflective": ReflectiveProposer}
 
 
 def instruction_pool(ctx: ProposalContext, size: int, kinds: list[str]) -> list[Proposal]:
     """The seed instruction, then LM proposals, then offline operators, up to ``size``."""
     pool = [Proposal(ctx.task.instruction.strip(), "seed")]
-    order = [k for k in ("lm", "offline") if k in kinds]
+    order = [k for k in ("reflective", "lm", "offline") if k in kinds]
     for kind in order:
         room = size - len(pool)
         if room <= 0:
             break
-        want = room if kind == "offline" else max(1, room // 2)
+        want = room if kind == "offline" else max(1, room // (3 if kind == "reflective" else 2))
         for p in PROPOSERS[kind]().propose(ctx, want):
             if p.text.strip().lower() not in {q.text.strip().lower() for q in pool}:
                 pool.append(p)

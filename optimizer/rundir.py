@@ -195,6 +195,17 @@ class RunDir:
     def write_program(self, program: Any) -> None:
         program.save(str(self.path / "best_program.json"))
 
+    def write_winner(self, task: TaskSpec, best: Any) -> None:
+        """best_program.json; for a per-input (kNN) winner the program has no fixed demos and its demo
+        pool goes to demo_pool.json."""
+        from .program import Candidate, build_program, demo_dicts
+
+        if best.knn:
+            self.write_json("demo_pool.json", {"knn": best.knn, "ids": [d.id for d in best.demos],
+                                               "demos": demo_dicts(task, best.demos)})
+            best = Candidate(best.instruction, (), best.origin, scoring=best.scoring)
+        self.write_program(build_program(task, best))
+
     def write_predictions(self, name: str, examples: list[Example], base: Any, best: Any) -> None:
         lines = []
         for ex, b, w in zip(examples, base.outcomes, best.outcomes):

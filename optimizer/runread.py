@@ -107,7 +107,15 @@ class FinishedRun:
         info = self.summary[which]
         ids = list(info.get("demo_ids") or [])
         demos: tuple[Example, ...] = ()
-        if ids:
+        knn = int(info.get("knn") or 0)
+        if ids and knn:
+            pool = self.read_json("demo_pool.json")
+            if not pool or pool.get("ids") != ids:
+                raise ConfigError("demo_pool.json is missing or does not match summary.json",
+                                  file=str(self.path / "demo_pool.json"), field="ids",
+                                  fix="the run directory was edited; rerun `optimize`")
+            demos = tuple(demo_to_example(self.task, d, i) for d, i in zip(pool["demos"], ids))
+        elif ids:
             if which != "best":
                 raise ConfigError("only the winner's demos are stored", file=str(self.path / "summary.json"),
                                   field=f"{which}.demo_ids", fix="bench the winner or give the demos in a file")
@@ -120,7 +128,7 @@ class FinishedRun:
             demos = tuple(demo_to_example(self.task, d, i) for d, i in zip(saved, ids))
         origin = {"instruction_origin": info.get("instruction_origin"), "demo_selector": info.get("demo_selector"),
                   "n_demos": len(demos), "run": str(self.path), "which": which}
-        return Candidate(info["instruction"], demos, origin)
+        return Candidate(info["instruction"], demos, origin, scoring=info.get("scoring") or "generate", knn=knn)
 
     def test_predictions(self) -> list[dict[str, Any]]:
         f = self.path / "test_predictions.jsonl"

@@ -17,6 +17,12 @@ from .metrics import normalize
 
 TOP_K = 20
 CONTENT_FREE = "N/A"
+SCORINGS = ("generate", "likelihood", "calibrated")
+
+
+def content_free_inputs(names: list[str]) -> dict[str, str]:
+    """The content-free input of contextual calibration: every input field set to "N/A"."""
+    return {n: CONTENT_FREE for n in names}
 
 
 def label_logprobs(top: dict[str, float], labels: list[str]) -> dict[str, float]:

@@ -35,6 +35,7 @@ default SQLite in the run directory, else ``--storage URL`` (``sqlite:///``,
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -66,31 +67,56 @@ class SearchSpace:
     instructions: list[tuple[str, str]]  # (text, origin)
     demo_sets: list[tuple[str, list[Example]]]  # (selector, ordered examples)
     max_demos: int
+    scorings: list[str] = dataclasses.field(default_factory=lambda: ["generate"])
+    orders: int = 1  # demo orders tried per demo prefix: 0 = as selected, k > 0 = a permutation seeded by k
 
-    def candidate(self, instruction: int, demo_set: int, n_demos: int) -> Candidate:
+    def candidate(self, instruction: int, demo_set: int, n_demos: int, scoring: str | None = None,
+                  order: int = 0) -> Candidate:
         text, origin = self.instructions[instruction]
         demos: tuple[Example, ...] = ()
         selector = None
+        knn = 0
         if n_demos > 0 and self.demo_sets:
             selector, exs = self.demo_sets[demo_set]
-            demos = tuple(exs[:n_demos])
+            if selector == "knn":  # the set is a pool: each input gets its n_demos nearest demos
+                demos, knn, order = tuple(exs), min(n_demos, len(exs)), 0
+            else:
+                demos = tuple(exs[:n_demos])
+            if order and len(demos) > 1:
+                perm = list(demos)
+                random.Random(f"order:{order}:{len(perm)}").shuffle(perm)
+                demos = tuple(perm)
+        scoring = scoring or self.scorings[0]
         return Candidate(text, demos, {"instruction": instruction, "instruction_origin": origin,
                                        "demo_set": demo_set if demos else None, "demo_selector": selector,
-                                       "n_demos": len(demos)})
+                                       "n_demos": knn or len(demos), "order": order if len(demos) > 1 else 0,
+                                       "scoring": scoring}, scoring=scoring, knn=knn)
+
+    def of_params(self, p: dict[str, Any]) -> Candidate:
+        """The candidate of a trial's parameters."""
+        return self.candidate(p["instruction"], p.get("demo_set", 0), p.get("n_demos", 0), p.get("scoring"),
+                              p.get("order", 0))
 
     def describe(self) -> dict[str, Any]:
         return {"instructions": [{"index": i, "origin": o, "text": t} for i, (t, o) in enumerate(self.instructions)],
                 "demo_sets": [{"index": i, "selector": s, "ids": [e.id for e in exs]}
                               for i, (s, exs) in enumerate(self.demo_sets)],
-                "max_demos": self.max_demos}
+                "max_demos": self.max_demos, "scorings": list(self.scorings), "orders": self.orders}
 
     @property
     def has_demos(self) -> bool:
         return bool(self.demo_sets) and self.max_demos > 0
 
-    def seed_params(self) -> dict[str, int]:
-        """The seed prompt: instruction 0, no demos (always slot 0)."""
-        return {"instruction": 0, "demo_set": 0, "n_demos": 0} if self.has_demos else {"instruction": 0}
+    def seed_params(self) -> dict[str, Any]:
+        """The seed prompt: instruction 0, no demos, the first scoring (always slot 0)."""
+        p: dict[str, Any] = {"instruction": 0}
+        if self.has_demos:
+            p.update(demo_set=0, n_demos=0)
+        if len(self.scorings) > 1:
+            p["scoring"] = self.scorings[0]
+        if self.has_demos and self.orders > 1:
+            p["order"] = 0
+        return p
 
     @classmethod
     def from_description(cls, d: dict[str, Any], train: list[Example], *, where: str = "study") -> "SearchSpace":
@@ -102,7 +128,8 @@ class SearchSpace:
                 raise ConfigError(f"the {where} was built from other training data (example {missing[0]} is unknown)",
                                   field="--study", fix="use the same task and data as the study, or a new --study")
             sets.append((s["selector"], [by_id[i] for i in s["ids"]]))
-        return cls([(i["text"], i["origin"]) for i in d["instructions"]], sets, int(d["max_demos"]))
+        return cls([(i["text"], i["origin"]) for i in d["instructions"]], sets, int(d["max_demos"]),
+                   list(d.get("scorings") or ["generate"]), int(d.get("orders", 1)))
 
 
 # ------------------------------------------------------------------------- sampler
@@ -462,7 +489,7 @@ class Search:
                  *, seed: int, on_event: Callable[..., None] | None = None,
                  trial_log: Callable[[dict[str, Any]], None] | None = None, exclusive: bool = True,
                  worker_id: str | None = None, max_failure_rate: float = 0.1, max_slot_attempts: int = 3,
-                 heartbeat: float = 5.0, grace: float = 60.0, poll: float = 1.0):
+                 heartbeat: float = 5.0, grace: float = 60.0, poll: float = 1.0, call_cap: int | None = None):
         self.study = study
         self.storage = study._storage
         self.space = space
@@ -478,6 +505,8 @@ class Search:
         self.heartbeat = heartbeat
         self.grace = grace
         self.poll = poll
+        self.call_cap = call_cap  # LM calls all trials together may make (None: no cap)
+        self.capped = False  # the cap was reached: no further trial starts
         self.candidates: dict[int, Candidate] = {}
         self.ran = 0  # trials this process finished (any state)
         self._recovered = False
@@ -485,12 +514,14 @@ class Search:
     # -- one trial ---------------------------------------------------------------------
     def _suggest(self, trial: optuna.Trial) -> Candidate:
         i = trial.suggest_int("instruction", 0, len(self.space.instructions) - 1)
+        d = k = o = 0
         if self.space.has_demos:
             d = trial.suggest_int("demo_set", 0, len(self.space.demo_sets) - 1)
             k = trial.suggest_int("n_demos", 0, self.space.max_demos)
-        else:
-            d, k = 0, 0
-        return self.space.candidate(i, d, k)
+            if self.space.orders > 1:  # always suggested (no conditional space); ignored below 2 demos
+                o = trial.suggest_int("order", 0, self.space.orders - 1)
+        sc = trial.suggest_categorical("scoring", self.space.scorings) if len(self.space.scorings) > 1 else None
+        return self.space.candidate(i, d, k, sc, o)
 
     def _objective(self, trial: optuna.Trial, slot: int) -> tuple[dict[str, Any], float]:
         cand = self._suggest(trial)
@@ -504,6 +535,7 @@ class Search:
         allowed = math.floor(self.max_failure_rate * len(order))
         last_error = None
         pruned = too_many = False
+        spent_before = self.spent_calls() if self.call_cap is not None else 0
         self.on_event("trial_start", number=trial.number, slot=slot, params=trial.params)
         gen = self.evaluator.stream(cand, [self.validation[i] for i in order], tolerate_failures=True)
         try:
@@ -523,6 +555,10 @@ class Search:
                 if trial.should_prune():
                     pruned = True
                     break
+                if self.call_cap is not None and attempted < len(order) and \
+                        spent_before + (self.evaluator.backend.usage - usage0).calls >= self.call_cap:
+                    pruned = self.capped = True  # out of search budget: cut short, never the winner
+                    break
         finally:
             gen.close()
         used = self.evaluator.backend.usage - usage0
@@ -537,6 +573,8 @@ class Search:
                "demo_selector": cand.origin.get("demo_selector"), "prompt_words": self.evaluator.prompt_tokens(cand)}
         if state == "failed":
             rec["error"] = last_error
+        if self.capped and pruned:
+            rec["cut_by_budget"] = True
         trial.set_user_attr("candidate_key", cand.key)
         trial.set_user_attr("examples", len(scores))
         trial.set_user_attr("failed_calls", failed)
@@ -676,6 +714,9 @@ class Search:
         told_waiting = False
         while True:
             self._recover()
+            if self.call_cap is not None and (self.capped or self.spent_calls() >= self.call_cap):
+                self.capped = True
+                return
             frozen = self._claim()
             if frozen is not None:
                 told_waiting = False
@@ -693,24 +734,58 @@ class Search:
     def finished(self) -> list[optuna.trial.FrozenTrial]:
         return [t for t in self.study.get_trials(deepcopy=False) if t.state in FINISHED]
 
+    def spent_calls(self) -> int:
+        """LM calls (cache hits included) of the trials that ran to an end, in any process."""
+        return sum(int(r.get("lm_calls", 0)) for r in self.records())
+
     def records(self) -> list[dict[str, Any]]:
         """One record per trial that ran to an end (complete, pruned, failed), in slot order."""
         recs = [t.user_attrs[ATTR + "record"] for t in self.study.get_trials(deepcopy=False)
                 if ATTR + "record" in t.user_attrs and t.state.is_finished()]
         return sorted(recs, key=lambda r: (r.get("slot", r["trial"]), r["trial"]))
 
-    def best(self) -> tuple[optuna.trial.FrozenTrial, Candidate]:
+    def best(self, pick: str = "best") -> tuple[optuna.trial.FrozenTrial, Candidate]:
+        """The winner: the highest validation mean (ties: the shorter prompt, then the earlier slot); with
+        ``pick="shortest"``, the shortest prompt whose mean lies within the best's 95% interval."""
         complete = [t for t in self.study.trials if t.state == TrialState.COMPLETE]
         if not complete:
             raise RuntimeError("no trial completed")
-        # highest validation mean; ties go to the shorter prompt, then the earlier slot
-        best = max(complete, key=lambda t: (round(t.value, 9), -t.user_attrs.get("prompt_words", 0),
-                                            -trial_slot(t), -t.number))
+        best = pick_best(complete, pick)
         return best, self.candidate_for(best)
 
+    def pareto(self) -> list[dict[str, Any]]:
+        """Complete trials not dominated in (validation mean up, prompt words down), shortest first."""
+        return pareto_front([t for t in self.study.trials if t.state == TrialState.COMPLETE])
+
     def candidate_for(self, trial: optuna.trial.FrozenTrial) -> Candidate:
-        p = trial.params
-        return self.space.candidate(p["instruction"], p.get("demo_set", 0), p.get("n_demos", 0))
+        return self.space.of_params(trial.params)
+
+
+def _rank(t: optuna.trial.FrozenTrial) -> tuple:
+    return (round(t.value, 9), -t.user_attrs.get("prompt_words", 0), -trial_slot(t), -t.number)
+
+
+def pick_best(complete: list[optuna.trial.FrozenTrial], pick: str = "best") -> optuna.trial.FrozenTrial:
+    top = max(complete, key=_rank)
+    if pick != "shortest":
+        return top
+    from .stats import bootstrap_ci
+
+    scores = [v for _, v in sorted(top.intermediate_values.items())]
+    low = bootstrap_ci(scores, seed=0).low if scores else top.value
+    within = [t for t in complete if t.value >= low - 1e-12]
+    return min(within, key=lambda t: (t.user_attrs.get("prompt_words", 0), -t.value, trial_slot(t), t.number))
+
+
+def pareto_front(complete: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
+    front: list[dict[str, Any]] = []
+    best_value = -math.inf
+    for t in sorted(complete, key=lambda t: (t.user_attrs.get("prompt_words", 0), -t.value, trial_slot(t))):
+        if t.value > best_value:
+            best_value = t.value
+            front.append({"trial": t.number, "slot": trial_slot(t), "val": round(t.value, 6),
+                          "prompt_words": t.user_attrs.get("prompt_words", 0), "params": dict(t.params)})
+    return front
 
 
 def _finite(x: float) -> float | None:

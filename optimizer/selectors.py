@@ -10,6 +10,10 @@ set, so every set is ordered to be good as a prefix: labels interleaved.
   (with the teacher's reasoning, for chain of thought).
 - ``diverse``: TF-IDF vectors of the inputs clustered with k-means; one example
   per cluster (the most central for the first set, random members after).
+- ``knn``: not a fixed set but a pool (the labeled training examples, up to
+  ``pool`` of them, label-stratified): a trial with ``n_demos = k`` gives each
+  input its k most similar pool examples by TF-IDF cosine (KATE), retrieved at
+  call time (``Evaluator.demos_for``).
 """
 
 from __future__ import annotations
@@ -158,8 +162,31 @@ class DiverseSelector(DemoSelector):
         return sets
 
 
+class KnnSelector(DemoSelector):
+    """One pool of labeled examples for per-input retrieval."""
+
+    name = "knn"
+
+    def __init__(self, pool: int = 200):
+        self.pool = pool
+
+    def select(self, ctx: SelectionContext, n_sets: int, size: int) -> list[list[Example]]:
+        if n_sets <= 0 or not ctx.train:
+            return []
+        rng = random.Random(f"{ctx.seed}:knn")
+        if len(ctx.train) <= self.pool:
+            return [list(ctx.train)]
+        if ctx.labels:
+            keys, groups = _label_groups(ctx.train, rng)
+            chosen = _round_robin(keys, groups, self.pool)
+        else:
+            chosen = rng.sample(ctx.train, self.pool)
+        order = {e.id: i for i, e in enumerate(ctx.train)}
+        return [sorted(chosen, key=lambda e: order[e.id])]
+
+
 SELECTORS: dict[str, type[DemoSelector]] = {"random": RandomSelector, "bootstrap": BootstrapSelector,
-                                            "diverse": DiverseSelector}
+                                            "diverse": DiverseSelector, "knn": KnnSelector}
 
 
 def demo_pool(ctx: SelectionContext, n_sets: int, size: int, kinds: list[str]) -> list[tuple[str, list[Example]]]:

@@ -141,16 +141,23 @@ class OptimizerSpec(_Strict):
     seed: int = 0
     max_demos: int = Field(default=8, ge=0, le=32)
     demo_sets: int = Field(default=12, ge=1)  # candidate demo sets over all selectors
-    selectors: list[Literal["random", "bootstrap", "diverse"]] = Field(
+    selectors: list[Literal["random", "bootstrap", "diverse", "knn"]] = Field(
         default_factory=lambda: ["random", "bootstrap", "diverse"])
     instructions: int = Field(default=6, ge=1)  # instruction pool size, seed included
-    proposers: list[Literal["offline", "lm"]] = Field(default_factory=lambda: ["offline", "lm"])
+    proposers: list[Literal["offline", "lm", "reflective"]] = Field(default_factory=lambda: ["offline", "lm"])
     proposer_lm: str | None = None  # LM profile for the proposer; defaults to the task LM
     bootstrap_examples: int = Field(default=48, ge=0)  # train examples run to find bootstrapped demos
     prune: bool = True  # paired Wilcoxon racing of trials on validation examples
     prune_p: float = Field(default=0.1, gt=0, lt=1)
     min_examples: int = Field(default=16, ge=1)  # examples a trial sees before it may be pruned
-    finalists: int = Field(default=3, ge=1)  # best trials re-checked on the full validation split
+    # how answers are read: generated text, or (classification, completion prompts) the most likely label,
+    # optionally calibrated on a content-free input; several values make it a search dimension
+    # auto: likelihood and calibrated for classification with completion prompts, else generate
+    scoring: list[Literal["generate", "likelihood", "calibrated", "auto"]] = Field(
+        default_factory=lambda: ["generate"], min_length=1)
+    demo_orders: int = Field(default=1, ge=1, le=16)  # orders tried per demo set (1: as selected)
+    # the winner: the best validation mean, or the shortest prompt within the best's 95% interval
+    pick: Literal["best", "shortest"] = "best"
 
 
 class TaskSpec(_Strict):
@@ -363,4 +370,35 @@ def task_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, nam
         raise validation_error_to_config_error(exc, name, TaskSpec) from None
     if base_dir is not None:
         spec._path = Path(base_dir).resolve() / "task.yaml"
+    return spec
+
+
+def apply_preset(task: TaskSpec, ref: str) -> TaskSpec:
+    """The task with an optimizer preset applied: ``configs/optimizer/NAME.yaml`` (or a path) holds
+    ``optimizer:`` settings that replace the task file's (the keys it gives; the rest stay)."""
+    from .lm.profiles import REPO_CONFIGS
+
+    candidates = [Path(ref)] if ref.endswith((".yaml", ".yml")) or "/" in ref else [
+        d / f"{ref}{ext}" for d in (Path.cwd() / "configs" / "optimizer", task.base_dir / "configs" / "optimizer",
+                                   REPO_CONFIGS / "optimizer") for ext in (".yaml", ".yml")]
+    path = next((p for p in candidates if p.exists()), None)
+    if path is None:
+        known = sorted({p.stem for d in (Path.cwd() / "configs" / "optimizer", REPO_CONFIGS / "optimizer")
+                        if d.exists() for p in d.glob("*.y*ml")})
+        raise ConfigError(f"unknown optimizer preset {ref!r}", field="--preset",
+                          fix=f"use one of {', '.join(known) or '(none found)'} or a path to a preset YAML")
+    data = _read_yaml(path)
+    body = data.get("optimizer") if isinstance(data, dict) else None
+    if not isinstance(body, dict) or set(data) - {"optimizer", "description"}:
+        raise ConfigError("a preset is a mapping with one `optimizer:` block (and an optional `description:`)",
+                          file=str(path), field="optimizer", fix="write `optimizer:` followed by its settings")
+    try:
+        opt = OptimizerSpec.model_validate({**task.optimizer.model_dump(), **body})
+    except ValidationError as exc:
+        err = validation_error_to_config_error(exc, str(path), OptimizerSpec)
+        if err.field:
+            err.field = "optimizer." + err.field
+        raise err from None
+    spec = task.model_copy(update={"optimizer": opt})
+    spec._path = task._path
     return spec

@@ -31,12 +31,13 @@ class SmallRun:
     root: Path
 
 
-def small_sst2_task(path: Path) -> Path:
+def small_sst2_task(path: Path, *, sizes: tuple[int, int, int] = (40, 24, 60), **optimizer: object) -> Path:
+    """The SST-2 task file with small splits (train, validation, test ``sizes``) and a small search;
+    ``optimizer`` overrides the search settings."""
     data = yaml.safe_load((ROOT / "tasks/sst2/task.yaml").read_text())
-    data["splits"]["train"]["limit"] = 40
-    data["splits"]["validation"]["limit"] = 24
-    data["splits"]["test"]["limit"] = 60
-    for k, v in {"max_demos": 6, "demo_sets": 6, "instructions": 4, "bootstrap_examples": 12}.items():
+    for split, n in zip(("train", "validation", "test"), sizes):
+        data["splits"][split]["limit"] = n
+    for k, v in {"max_demos": 6, "demo_sets": 6, "instructions": 4, "bootstrap_examples": 12, **optimizer}.items():
         data["optimizer"][k] = v
     for split, f in data["dataset"]["files"].items():
         data["dataset"]["files"][split] = str(ROOT / "tasks/sst2" / f)

@@ -14,18 +14,21 @@ class ScriptedBackend(LMBackend):
 
     ``answers`` maps an input text to its gold label. With k demos in the prompt, an
     input is answered correctly when a stable hash of it, mod 10, is below 3 + k;
-    otherwise it answers ``wrong``.
+    otherwise it answers ``wrong``. Asked for logprobs, it scores each label: the gold
+    label leans up by 0.5 + 0.3 k, ``wrong`` carries a bias of 1 (uncalibrated
+    likelihood is wrong on gold != wrong below 2 demos; calibration fixes it).
     """
 
     name = "scripted"
 
     def __init__(self, answers: dict[str, str], *, input_prefix: str = "Review:", output_prefix: str = "Sentiment:",
-                 wrong: str = "negative", cache=None):
+                 wrong: str = "negative", cache=None, labels: tuple[str, ...] = ("negative", "positive")):
         super().__init__(LMProfile(name="scripted", backend="local", model="scripted"), cache)
         self.answers = answers
         self.input_prefix = input_prefix
         self.output_prefix = output_prefix
         self.wrong = wrong
+        self.labels = labels
         self.prompts: list[str] = []
 
     @property
@@ -39,5 +42,14 @@ class ScriptedBackend(LMBackend):
         last = prompt.rsplit(self.input_prefix, 1)[-1].split("\n")[0].strip()
         gold = self.answers.get(last)
         h = int(hashlib.sha1(last.encode()).hexdigest(), 16) % 10
-        text = f" {gold}\n" if gold is not None and h < 3 + k else f" {self.wrong}\n"
-        return LMResponse(text=text, prompt_tokens=len(re.findall(r"\S+", prompt)), completion_tokens=1)
+        right = gold is not None and h < 3 + k
+        text = f" {gold}\n" if right else f" {self.wrong}\n"
+        lp = None
+        if request.logprobs:
+            # label likelihoods: leaning to the gold label by more with more demos, plus a bias toward
+            # ``wrong`` that a content-free input ("N/A") exposes; calibration removes that bias
+            lean = 0.5 + 0.3 * k if gold is not None else 0.0
+            lp = [{f" {lab}": (lean if lab == gold else 0.0) + (1.0 if lab == self.wrong else 0.0) - 3.0
+                   for lab in self.labels}]
+            text = max(lp[0], key=lp[0].get)
+        return LMResponse(text=text, prompt_tokens=len(re.findall(r"\S+", prompt)), completion_tokens=1, logprobs=lp)

@@ -233,6 +233,8 @@ def test_resume_after_death_mid_trial_matches_uninterrupted(tmp_path, monkeypatc
 def test_run_dir_of_another_run_is_refused_untouched(tmp_path):
     task = sst2_task(trials=2, bootstrap_examples=0, selectors=["random"])
     optimize(task, RunOptions(out=tmp_path / "run", backend=scripted_for(task), seed=0))
+    # the finished run's study is checkpointed into study.db: no WAL left for a later close to fold in
+    assert not (tmp_path / "run" / "study.db-wal").exists()
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
     with pytest.raises(ConfigError, match="holds a different run"):
         optimize(task, RunOptions(out=tmp_path / "run", backend=scripted_for(task), seed=1))

@@ -6,7 +6,7 @@ import uuid
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 from faultproxy import FaultProxy
 from optimizer.cli import COMMANDS
 
@@ -15,18 +15,10 @@ WRONG = f"sk-wrong-canary-{uuid.uuid4().hex}"
 
 
 def small_task(tmp_path):
-    data = yaml.safe_load((ROOT / "tasks/sst2/task.yaml").read_text())
-    data["splits"]["train"]["limit"] = 40
-    data["splits"]["validation"]["limit"] = 16
-    data["splits"]["test"]["limit"] = 16
-    for k, v in {"max_demos": 2, "demo_sets": 2, "instructions": 3, "bootstrap_examples": 6,
-                 "proposers": ["offline", "lm"]}.items():
-        data["optimizer"][k] = v
-    for split, f in data["dataset"]["files"].items():
-        data["dataset"]["files"][split] = str(ROOT / "tasks/sst2" / f)
-    p = tmp_path / "task.yaml"
-    p.write_text(yaml.safe_dump(data))
-    return p
+    from conftest_runs import small_sst2_task
+
+    return small_sst2_task(tmp_path / "task.yaml", sizes=(40, 16, 16), max_demos=2, demo_sets=2, instructions=3,
+                           bootstrap_examples=6, proposers=["offline", "lm"])
 
 
 def leaks(tmp_path, outputs):

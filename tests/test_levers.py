@@ -1,0 +1,212 @@
+"""The search levers of issue 5 on the scripted backend (fast logic tests): label-likelihood scoring and
+contextual calibration, per-input kNN demos, demo order, the Pareto front and the shortest-within-interval
+pick, the search call cap, presets and the reflective proposer. The real-model proofs are in
+test_levers_real.py."""
+
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+from conftest import sst2_task
+from fakes import ScriptedBackend
+from optimizer.data import make_splits
+from optimizer.engine import RunOptions, make_evaluator, optimize
+from optimizer.errors import ConfigError
+from optimizer.plain_client import KnnIndex, pick_label
+from optimizer.program import Candidate
+from optimizer.proposers import ProposalContext, ReflectiveProposer
+from optimizer.search import SearchSpace, pareto_front, pick_best
+from optimizer.task import apply_preset
+
+
+def scripted_for(task, **kw):
+    s = make_splits(task)
+    answers = {e.inputs["sentence"]: e.output for e in s.train + s.validation + s.test}
+    return ScriptedBackend(answers, **kw)
+
+
+def test_candidate_key_tells_scoring_and_knn_apart():
+    a = Candidate("x")
+    assert a.key == Candidate("x", scoring="generate").key
+    keys = {a.key, Candidate("x", scoring="likelihood").key, Candidate("x", scoring="calibrated").key,
+            Candidate("x", knn=2).key}
+    assert len(keys) == 4
+
+
+def test_likelihood_and_calibration_on_a_biased_model():
+    task = sst2_task(scoring=["likelihood"])
+    backend = scripted_for(task)
+    ev = make_evaluator(task, backend.profile, backend)
+    val = make_splits(task).validation
+    gold_pos = [e for e in val if e.output == "positive"]
+    lik = ev.evaluate(Candidate(task.instruction, scoring="likelihood"), val)
+    cal = ev.evaluate(Candidate(task.instruction, scoring="calibrated"), val)
+    # uncalibrated: the bias toward "negative" wins on every positive example; calibrated: all right
+    assert all(o.prediction["sentiment"] == "negative" for o in lik.outcomes)
+    assert lik.mean == pytest.approx(1 - len(gold_pos) / len(val))
+    assert cal.mean == 1.0 and all(o.parsed for o in cal.outcomes)
+    # one content-free call per candidate, then one call per example; the request asks for 1 token + logprobs
+    n_calls = backend.usage.calls
+    assert n_calls == 2 * len(val) + 1
+    req = ev.request(Candidate(task.instruction, scoring="calibrated"), val[0].inputs)
+    assert req.max_tokens == 1 and req.logprobs and req.stop == ()
+    offsets = ev.calibration(Candidate(task.instruction, scoring="calibrated"))
+    assert backend.usage.calls == n_calls  # offsets are computed once
+    assert offsets["negative"] > offsets["positive"]
+
+
+def test_likelihood_needs_labels_and_completion_prompts():
+    task = sst2_task()
+    backend = scripted_for(task)
+    ev = make_evaluator(task, backend.profile, backend)
+    ev.adapter_kind = "chat"
+    with pytest.raises(ConfigError, match="completion"):
+        ev.check_scoring("likelihood")
+
+
+def test_plain_client_label_pick_matches_the_engine():
+    from optimizer.scoring import label_logprobs, pick_label as engine_pick
+
+    top = {" pos": -0.7, " negative": -0.9, " The": -1.2, "Positive": -2.0}
+    labels = ["negative", "positive"]
+    assert engine_pick(label_logprobs(top, labels)) == pick_label(top, {"labels": labels}) == "positive"
+    cal = {"negative": -2.0, "positive": -0.2}
+    assert engine_pick(label_logprobs(top, labels), cal) == pick_label(top, {"labels": labels,
+                                                                             "calibration": cal}) == "negative"
+
+
+def test_knn_index_ranks_like_sklearn_tfidf_cosine():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    task = sst2_task(train=120)
+    pool = [e.inputs["sentence"] for e in make_splits(task).train]
+    queries = [e.inputs["sentence"] for e in make_splits(task).validation[:10]]
+    vec = TfidfVectorizer().fit(pool)
+    sims = (vec.transform(queries) @ vec.transform(pool).T).toarray()
+    index = KnnIndex(pool)
+    for q, row in zip(queries, sims):
+        got = index.nearest(q, 4)
+        assert len(got) == 4
+        assert got[-1] == int(np.argmax(row))  # most similar last, next to the input
+        assert [round(row[i], 9) for i in got] == sorted(round(x, 9) for x in row)[-4:]
+
+
+def test_knn_candidate_retrieves_per_input_and_search_space_builds_it():
+    task = sst2_task()
+    splits = make_splits(task)
+    space = SearchSpace([(task.instruction, "seed")], [("knn", splits.train), ("random", splits.train[:8])], 8,
+                        orders=3)
+    c = space.candidate(0, 0, 3)
+    assert c.knn == 3 and len(c.demos) == len(splits.train)
+    backend = scripted_for(task)
+    ev = make_evaluator(task, backend.profile, backend)
+    a, b = splits.validation[0], splits.validation[1]
+    da, db = ev.demos_for(c, a.inputs), ev.demos_for(c, b.inputs)
+    assert len(da) == 3 and da != db
+    assert ev.request(c, a.inputs).prompt.count("Sentiment:") == 4
+    # demo order: a permutation of the same prefix, stable for an order index
+    o0, o2 = space.candidate(0, 1, 5, order=0), space.candidate(0, 1, 5, order=2)
+    assert sorted(d.id for d in o0.demos) == sorted(d.id for d in o2.demos) and o0.demos != o2.demos
+    assert space.candidate(0, 1, 5, order=2).demos == o2.demos and o0.key != o2.key
+
+
+class _T:
+    def __init__(self, number, value, words, scores):
+        self.number, self.value, self.params = number, value, {"i": number}
+        self.user_attrs = {"prompt_words": words}
+        self.intermediate_values = dict(enumerate(scores))
+
+
+def test_pareto_front_and_shortest_within_interval():
+    rng = np.random.default_rng(0)
+    best = _T(1, 0.9, 200, list((rng.random(100) < 0.9).astype(float)))
+    near = _T(2, 0.86, 40, [])
+    far = _T(3, 0.5, 10, [])
+    longer = _T(4, 0.85, 300, [])
+    trials = [best, near, far, longer]
+    assert pick_best(trials).number == 1
+    assert pick_best(trials, "shortest").number == 2  # within the best's 95% interval, far shorter
+    front = pareto_front(trials)
+    assert [f["trial"] for f in front] == [3, 2, 1]  # shortest first; trial 4 is dominated
+
+
+def test_search_call_cap_holds_and_the_run_still_reports_test(tmp_path):
+    task = sst2_task(trials=30, bootstrap_examples=0, selectors=["random"], proposers=["offline"])
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=scripted_for(task), seed=0, search_calls=100))
+    s = res.summary
+    assert s["search_calls"]["reached"] and s["search_calls"]["spent"] <= 100
+    assert s["phases"]["search"]["calls"] <= 100
+    assert s["best"]["test"] is not None and s["trials"]["complete"] + s["trials"]["pruned"] < 30
+    recs = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    assert sum(r["lm_calls"] for r in recs) == s["search_calls"]["spent"]
+    best = next(r for r in recs if r["trial"] == s["best"]["trial"])
+    assert not best.get("cut_by_budget")
+
+
+def test_scoring_as_a_search_dimension_finds_calibration(tmp_path):
+    task = sst2_task(trials=8, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=1,
+                     scoring=["generate", "likelihood", "calibrated"])
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=scripted_for(task), seed=0))
+    s = res.summary
+    assert s["baseline"]["scoring"] == "generate"
+    assert s["best"]["scoring"] == "calibrated" and s["best"]["val"] == 1.0
+    assert set(s["best"]["calibration"]) == {"negative", "positive"}
+    study = optuna.load_study(study_name="sst2-seed0", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert {t.params.get("scoring") for t in study.trials} >= {"calibrated"}
+    assert s["pareto"] and s["pareto"][-1]["val"] == 1.0
+
+
+def test_knn_winner_round_trips_through_the_run_directory(tmp_path):
+    from optimizer.runread import FinishedRun
+
+    task = sst2_task(trials=6, bootstrap_examples=0, selectors=["knn"], proposers=["offline"], demo_sets=1)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=scripted_for(task), seed=0))
+    best = res.best
+    assert best.knn > 0 and json.loads((tmp_path / "run" / "demo_pool.json").read_text())["knn"] == best.knn
+    back = FinishedRun.open(tmp_path / "run").candidate("best")
+    assert back.key == best.key and back.knn == best.knn
+
+
+def test_preset_replaces_only_the_keys_it_names(tmp_path):
+    task = sst2_task(trials=5)
+    p = tmp_path / "p.yaml"
+    p.write_text("optimizer:\n  scoring: [calibrated]\n  demo_orders: 2\n")
+    t2 = apply_preset(task, str(p))
+    assert t2.optimizer.scoring == ["calibrated"] and t2.optimizer.demo_orders == 2 and t2.optimizer.trials == 5
+    assert t2.path == task.path
+    p.write_text("optimizer:\n  scorng: [calibrated]\n")
+    with pytest.raises(ConfigError) as e:
+        apply_preset(task, str(p))
+    assert "optimizer.scorng" in str(e.value) and "p.yaml" in str(e.value)
+    with pytest.raises(ConfigError, match="unknown optimizer preset"):
+        apply_preset(task, "no-such-preset")
+
+
+class _Writer(ScriptedBackend):
+    """A proposer LM that writes a fixed on-topic instruction."""
+
+    def _generate(self, request):
+        if "Improved instruction:" in (request.prompt or ""):
+            from optimizer.lm.base import LMResponse
+
+            self.prompts.append(request.prompt)
+            return LMResponse(text=" Decide whether the movie review sentiment is positive or negative.\n")
+        return super()._generate(request)
+
+
+def test_reflective_proposer_sees_failures_and_history():
+    task = sst2_task()
+    splits = make_splits(task)
+    answers = {e.inputs["sentence"]: e.output for e in splits.train}
+    backend = _Writer(answers)
+    ev = make_evaluator(task, backend.profile, backend)
+    ctx = ProposalContext(task, splits.train, 0, backend, evaluator=ev)
+    found = ReflectiveProposer().propose(ctx, 2)
+    assert [p.origin for p in found] == ["reflective"]  # the second draft repeats the first: filtered
+    meta = next(p for p in backend.prompts if "Improved instruction:" in p)
+    assert "Expected sentiment:" in meta and "Produced:" in meta and task.instruction in meta
+    hist = ctx.notes["reflective_history"]
+    assert hist[0]["instruction"] == task.instruction and len(hist) == 2
+    assert ctx.notes["probe_usage"]["calls"] > 0
