@@ -158,6 +158,10 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
     used = backend.usage
     proposer_calls = notes.get("proposer_calls", 0)
     report_calls = notes.pop("report_calls", 0)
+    if "val" not in notes:  # the final program's validation score (after the search; not budget)
+        notes["val"] = round(evaluator.evaluate(cand, splits.validation).mean, 4)
+    if method.startswith("ours"):
+        notes["trajectory"] = trajectory(res.run_dir, res.summary)
     test = evaluator.evaluate(cand, splits.test)
     ci = bootstrap_ci(test.scores, seed=seed)
     row = {"task": task.task, "seed": seed, "method": method, "test": round(ci.mean, 4),
@@ -166,6 +170,25 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
            "n_demos": len(cand.demos), "instruction": cand.instruction, "seconds": round(opt_seconds, 1), **notes}
     backend.close()
     return row
+
+
+def trajectory(run_dir, summary):
+    """[(LM calls so far, best complete validation mean so far)] after each trial, setup calls included."""
+    recs = [json.loads(x) for x in (Path(run_dir) / "trials.jsonl").read_text().splitlines() if x.strip()]
+    recs.sort(key=lambda r: (r["slot"], r["trial"]))
+    calls = sum(summary["phases"][k]["calls"] for k in ("proposer", "probe", "bootstrap") if k in summary["phases"])
+    best, out = None, []
+    for r in recs:
+        calls += r["lm_calls"]
+        if r["state"] == "complete" and (best is None or r["score"] > best):
+            best = r["score"]
+        out.append([calls, best])
+    return out
+
+
+def calls_to_reach(traj, target):
+    """LM calls after which the best validation mean first reached ``target`` (None: never)."""
+    return next((c for c, v in traj if v is not None and v >= target - 1e-9), None)
 
 
 def aggregate(rows):
@@ -181,7 +204,21 @@ def aggregate(rows):
             lo, hi = ci.low, ci.high
         else:
             lo, hi = rs[0]["test_ci"]
+        reach = None
+        if method.startswith("ours"):
+            ratios = []
+            for r in rs:
+                mip = next((x for x in rows if x["task"] == task and x["seed"] == r["seed"]
+                            and x["method"] == "mipro_light" and x.get("val") is not None), None)
+                if mip and r.get("trajectory"):
+                    c = calls_to_reach(r["trajectory"], mip["val"])
+                    ratios.append(None if c is None else c / max(1, mip["task_lm_calls"]))
+            if ratios:
+                reach = ratios
         out.append({"task": task, "method": method, "seeds": len(rs), "test_mean": round(m, 4),
+                    "val_mean": (round(statistics.mean(r["val"] for r in rs), 4)
+                                 if all(r.get("val") is not None for r in rs) else None),
+                    "calls_to_mipro_light_val": reach,
                     "test_ci": [round(lo, 4), round(hi, 4)],
                     "task_lm_calls": round(statistics.mean(r["task_lm_calls"] for r in rs)),
                     "proposer_calls": round(statistics.mean(r["proposer_calls"] for r in rs)),
@@ -191,12 +228,16 @@ def aggregate(rows):
 
 
 def markdown(table):
-    lines = ["| task | method | seeds | test mean | 95% CI | task-LM calls | proposer calls | prompt words | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | method | seeds | test mean | 95% CI | val mean | task-LM calls | proposer calls | "
+             "prompt words | wall s | calls to MIPROv2 light's val (fraction of its calls, per seed) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
+        reach = r.get("calls_to_mipro_light_val")
+        reach_s = ", ".join("never" if x is None else f"{x:.2f}" for x in reach) if reach else ""
+        val = f"{r['val_mean']:.3f}" if r.get("val_mean") is not None else ""
         lines.append(f"| {r['task']} | {r['method']} | {r['seeds']} | {r['test_mean']:.3f} | "
-                     f"[{r['test_ci'][0]:.3f}, {r['test_ci'][1]:.3f}] | {r['task_lm_calls']} | {r['proposer_calls']} | "
-                     f"{r['prompt_words']} | {r['seconds']} |")
+                     f"[{r['test_ci'][0]:.3f}, {r['test_ci'][1]:.3f}] | {val} | {r['task_lm_calls']} | "
+                     f"{r['proposer_calls']} | {r['prompt_words']} | {r['seconds']} | {reach_s} |")
     return "\n".join(lines)
 
 

@@ -47,6 +47,12 @@ CASES = [
     ("not_a_storage_url", ["good.yaml", "--storage", "studies"], ["--storage", "not a storage URL", "fix:"]),
     ("bad_concurrency", ["good.yaml", "--concurrency", "0"], ["--concurrency", "fix:"]),
     ("bad_budget", ["good.yaml", "--max-calls", "-5"], ["--max-calls", "positive", "fix:"]),
+    ("unknown_preset", ["good.yaml", "--preset", "no-such-preset"], ["--preset", "unknown optimizer preset",
+                                                                     "small-model", "fix:"]),
+    ("preset_unknown_key", ["good.yaml", "--preset", "{dir}/preset_typo.yaml"], ["preset_typo.yaml",
+                                                                                "optimizer.scorng", "fix:"]),
+    ("bad_search_calls", ["good.yaml", "--search-calls", "0"], ["--search-calls", "positive", "fix:"]),
+    ("likelihood_without_labels", ["gsm_likelihood.yaml"], ["optimizer.scoring", "classification", "fix:"]),
 ]
 
 
