@@ -167,7 +167,9 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
     row = {"task": task.task, "seed": seed, "method": method, "test": round(ci.mean, 4),
            "test_ci": [round(ci.low, 4), round(ci.high, 4)], "task_lm_calls": used.calls - proposer_calls - report_calls,
            "proposer_calls": proposer_calls, "prompt_words": evaluator.prompt_tokens(cand),
-           "n_demos": len(cand.demos), "instruction": cand.instruction, "seconds": round(opt_seconds, 1), **notes}
+           "n_demos": cand.knn or len(cand.demos), "instruction": cand.instruction,
+           "demos": [d.to_dict(task.output.name) for d in cand.demos] if not cand.knn else f"knn pool of {len(cand.demos)}",
+           "scoring": cand.scoring, "seconds": round(opt_seconds, 1), **notes}
     backend.close()
     return row
 

@@ -545,6 +545,11 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
     val_tokens = tokens(typical, splits.validation)
     rows["search"] = {"calls": n_trials * len(splits.validation), "prompt_tokens": n_trials * val_tokens,
                       "completion_tokens": n_trials * len(splits.validation) * mt}
+    if opts.search_calls is not None:  # the search stops at the cap
+        room = max(0, opts.search_calls - rows["proposer"]["calls"] - rows["bootstrap"]["calls"])
+        if room < rows["search"]["calls"]:
+            f = room / max(1, rows["search"]["calls"])
+            rows["search"] = {k: int(v * f) for k, v in rows["search"].items()}
     rows["test"] = {"calls": 2 * len(splits.test), "prompt_tokens": tokens(seed_c, splits.test) + tokens(typical, splits.test),
                     "completion_tokens": 2 * len(splits.test) * mt}
     total = {key: sum(r[key] for r in rows.values()) for key in ("calls", "prompt_tokens", "completion_tokens")}

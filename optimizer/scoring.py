@@ -4,7 +4,8 @@ log-probabilities instead of parsing generated text.
 The prompt is the same; the call asks for one token with its top-k log-probabilities
 (llama.cpp in-process, or ``/v1/completions`` ``logprobs`` on OpenAI-compatible servers). Each
 label is scored by the best token that starts it (" positive" or " pos" for ``positive``);
-the prediction is the best-scoring label, so there are no parse failures. Optional contextual
+the prediction is the best-scoring label, never free text to parse (no label among the top-k:
+no answer). Optional contextual
 calibration (Calibrate Before Use, Zhao et al. 2021) subtracts each label's score on a
 content-free input ("N/A") under the same prompt, which removes the prompt's bias toward one label.
 """
