@@ -51,9 +51,13 @@ def ours(evaluator, cand, examples) -> tuple[float, float]:
 
 
 def dspy_evaluate(task, cand, examples, backend, max_tokens) -> tuple[float, float]:
+    import logging
+
     import dspy
 
     from optimizer.adapters import CompletionAdapter
+
+    logging.getLogger("dspy").setLevel(logging.ERROR)  # one "truncated" warning per call otherwise
     from optimizer.lm.dspy_engine import dspy_lm
     from optimizer.program import build_program
 
