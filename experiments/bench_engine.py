@@ -99,6 +99,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-run", action="store_true", help="skip the peak-memory run of optimize")
     ap.add_argument("--mipro", action="store_true", help="also measure a DSPy MIPROv2 light run's peak memory")
+    ap.add_argument("--run-args", default="", help="extra arguments for the measured optimize run, e.g. "
+                                                   "\"--preset small-model --search-calls 684\"")
     ap.add_argument("--json", default=None, help="write the figures to this file")
     args = ap.parse_args()
 
@@ -154,9 +156,10 @@ def main() -> int:
     if not args.no_run:
         with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
             cmd = [str(Path(sys.executable)), "-m", "optimizer.cli", str(ROOT / "tasks" / args.task / "task.yaml"),
-                   "--out", str(Path(tmp) / "run"), "--cache-dir", str(Path(tmp) / "cache")]
+                   "--out", str(Path(tmp) / "run"), "--cache-dir", str(Path(tmp) / "cache"), *args.run_args.split()]
             gb, rc, secs = peak_rss_of(cmd, ROOT)
-            print(f"\npeak RSS of a whole `optimize` run on {args.task} (defaults, empty cache): {gb:.3f} GB "
+            print(f"\npeak RSS of a whole `optimize` run on {args.task} ({args.run_args or 'defaults'}, empty cache): "
+                  f"{gb:.3f} GB "
                   f"(exit {rc}, {secs:.0f} s)")
             doc["optimize_peak_rss_gb"] = gb
             doc["optimize_exit"] = rc
