@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import string
@@ -104,8 +105,6 @@ class KnnIndex:
         for d in docs:
             for w in d:
                 df[w] = df.get(w, 0) + 1
-        import math
-
         self.idf = {w: math.log((1 + n) / (1 + c)) + 1.0 for w, c in df.items()}
         self.vectors = [self._unit({w: c * self.idf[w] for w, c in d.items()}) for d in docs]
 
@@ -136,16 +135,25 @@ def input_text(values: dict, names: list) -> str:
     return "\n".join(value_text(values.get(n, "")) for n in names)
 
 
+def label_scores(top: dict, labels: list) -> dict:
+    """Each label's score from one position's top-k ``{token: logprob}``: the best token that starts it
+    (None when no top-k token does). The optimizer scores labels with this same function."""
+    out: dict = {}
+    for label in labels:
+        want = _norm(label)
+        seen = [lp for tok, lp in top.items() if _norm(tok) and want.startswith(_norm(tok))]
+        out[label] = max(seen) if seen else None
+    return out
+
+
 def pick_label(top: dict, spec: dict) -> str:
     """The label-likelihood answer from one position's top-k ``{token: logprob}``."""
     calibration = spec.get("calibration") or {}
     best, best_score = "", None
-    for label in spec["labels"]:
-        want = _norm(label)
-        seen = [lp for tok, lp in top.items() if _norm(tok) and want.startswith(_norm(tok))]
-        if not seen:
+    for label, lp in label_scores(top, spec["labels"]).items():
+        if lp is None:
             continue
-        score = max(seen) - (calibration.get(label) or 0.0)
+        score = lp - (calibration.get(label) or 0.0)
         if best_score is None or score > best_score:
             best, best_score = label, score
     return best
@@ -211,9 +219,10 @@ def prepare(art: dict, inputs: dict) -> dict:
         fields = [{**f, "role": "input"} for f in art["inputs"]] + [{**f, "role": "output"} for f in art["outputs"]]
         pool = art["demo_pool"]
         names = art["retrieval"]["fields"]
-        index = _INDEXES.get(id(pool))
-        if index is None:
-            index = _INDEXES[id(pool)] = KnnIndex([input_text(d, names) for d in pool])
+        held = _INDEXES.get(id(pool))
+        if held is None or held[0] is not pool:  # the pool is kept alive with its index: no id reuse
+            held = _INDEXES[id(pool)] = (pool, KnnIndex([input_text(d, names) for d in pool]))
+        index = held[1]
         demos = [pool[i] for i in index.nearest(input_text(inputs, names), int(art["retrieval"]["k"]))]
         return {"api": "completions", "prompt": render_parts(art.get("instruction") or "", fields, demos, inputs)}
     if fmt == "yaml":

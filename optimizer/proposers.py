@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .data import Example
-from .lm.base import LMBackend, LMCallFailed, LMRequest
+from .lm.base import LMBackend, LMCallFailed, LMRequest, Usage
 from .task import TaskSpec
 
 
@@ -225,9 +225,10 @@ class ReflectiveProposer(LMProposer):
         probe = pool[len(demos):][: self.probe]
 
         backend = ctx.evaluator.backend
-        probe_usage = backend.usage - backend.usage  # zero
+        probe_usage = Usage()
+        wrong_of: dict[str, list[tuple[Example, str]]] = {}  # instruction -> its probe failures
 
-        def run(text: str) -> tuple[float, list[tuple[Example, str]]]:
+        def run(text: str) -> float:
             nonlocal probe_usage
             cand = Candidate(text, demos, {"role": "reflective-probe"}, scoring=ctx.scoring)
             u0 = backend.usage
@@ -235,13 +236,13 @@ class ReflectiveProposer(LMProposer):
                 res = ctx.evaluator.evaluate(cand, probe)
             finally:
                 probe_usage = probe_usage + (backend.usage - u0)
-            wrong = [(ex, str(o.prediction.get(ctx.task.output.name, "")))
-                     for ex, o in zip(probe, res.outcomes) if o.score < 1]
-            return res.mean, wrong
+            wrong_of[text] = [(ex, str(o.prediction.get(ctx.task.output.name, "")))
+                              for ex, o in zip(probe, res.outcomes) if o.score < 1]
+            return res.mean
 
         current = ctx.task.instruction.strip()
-        score, failures = run(current)
-        history = [(score, current)]
+        history = [(run(current), current)]
+        failures = wrong_of[current]
         seen = {current.lower()}
         found: list[Proposal] = []
         drafts = 0
@@ -262,13 +263,10 @@ class ReflectiveProposer(LMProposer):
                 if not text or text.lower() in seen or not self.valid(text, ctx, [ex for ex, _ in failures]):
                     continue
                 seen.add(text.lower())
-                s, wrong = run(text)
-                history.append((s, text))
+                history.append((run(text), text))
                 found.append(Proposal(text, "reflective"))
-            best_score, best_text = max(history)
-            if best_text != current:  # reflect on the best instruction so far next round
-                current = best_text
-                failures = run(current)[1]
+            current = max(history)[1]  # reflect on the best instruction so far next round
+            failures = wrong_of[current]
         ctx.notes["reflective_drafts"] = drafts
         ctx.notes["reflective_accepted"] = len(found)
         ctx.notes["reflective_history"] = [{"score": round(sc, 4), "instruction": t} for sc, t in history]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from .metrics import normalize
+from .plain_client import label_scores
 
 TOP_K = 20
 CONTENT_FREE = "N/A"
@@ -27,17 +27,9 @@ def content_free_inputs(names: list[str]) -> dict[str, str]:
 
 
 def label_logprobs(top: dict[str, float], labels: list[str]) -> dict[str, float]:
-    """Each label's log-probability estimate from one position's top-k tokens (-inf when absent)."""
-    scores = {lab: -math.inf for lab in labels}
-    norm_labels = {lab: normalize(lab).replace(" ", "") for lab in labels}
-    for token, lp in top.items():
-        t = normalize(token).replace(" ", "")
-        if not t:
-            continue
-        for lab, nl in norm_labels.items():
-            if nl.startswith(t) and lp > scores[lab]:
-                scores[lab] = lp
-    return scores
+    """Each label's log-probability estimate from one position's top-k tokens (-inf when absent); the
+    matching rule is the plain client's, so exported prompts read labels exactly as the optimizer did."""
+    return {lab: -math.inf if s is None else s for lab, s in label_scores(top, labels).items()}
 
 
 def pick_label(scores: dict[str, float], calibration: dict[str, float] | None = None) -> str | None:
