@@ -263,7 +263,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
             demos = demo_pool(sctx, task.optimizer.demo_sets, max_demos, task.optimizer.selectors) if max_demos else []
             phases["bootstrap"] = (backend.usage - u1).to_dict()
             space = SearchSpace([(p.text, p.origin) for p in pool], demos, max_demos,
-                                scorings, task.optimizer.demo_orders)
+                                scorings, task.optimizer.demo_orders, task.optimizer.start)
             notes = {"proposer_notes": pctx.notes, "selector_notes": sctx.notes}
             setup = {"task": task.task, "seed": seed, "data": data_id, "n_trials": n_trials,
                      "validation": len(splits.validation), "optimizer_version": __version__,
@@ -550,8 +550,12 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
         if room < rows["search"]["calls"]:
             f = room / max(1, rows["search"]["calls"])
             rows["search"] = {k: int(v * f) for k, v in rows["search"].items()}
-    rows["test"] = {"calls": 2 * len(splits.test), "prompt_tokens": tokens(seed_c, splits.test) + tokens(typical, splits.test),
-                    "completion_tokens": 2 * len(splits.test) * mt}
+    # seed prompt and winner on test, and the seed prompt on validation for the report (a cache hit when
+    # the seed trial ran complete with generated answers)
+    n_report = 2 * len(splits.test) + len(splits.validation)
+    rows["test"] = {"calls": n_report, "completion_tokens": n_report * mt,
+                    "prompt_tokens": tokens(seed_c, splits.test) + tokens(typical, splits.test)
+                    + tokens(seed_c, splits.validation)}
     total = {key: sum(r[key] for r in rows.values()) for key in ("calls", "prompt_tokens", "completion_tokens")}
     for r in list(rows.values()) + [total]:
         r["cost"] = round(cost_of(prices, r["prompt_tokens"], r["completion_tokens"]), 6) if prices else None

@@ -10,7 +10,8 @@ whole validation split; their mean is the objective. Pruned trials keep their
 partial mean as a user attribute.
 
 Slots: the study holds exactly ``n_trials`` slots, enqueued up front as WAITING
-trials (slot 0 is the seed prompt). A worker claims the lowest open slot
+trials (slot 0 is the seed prompt, or with ``start: demos`` slot 0 is the seed
+instruction with a few demos and slot 1 the seed prompt). A worker claims the lowest open slot
 atomically (WAITING -> RUNNING is a compare-and-set in every Optuna storage), so
 several processes on one storage (PostgreSQL, MySQL, a journal file, Redis)
 never run a slot twice and never lose one. Everything random about a trial
@@ -69,6 +70,9 @@ class SearchSpace:
     max_demos: int
     scorings: list[str] = dataclasses.field(default_factory=lambda: ["generate"])
     orders: int = 1  # demo orders tried per demo prefix: 0 = as selected, k > 0 = a permutation seeded by k
+    # the first trial, which every later one races against: "seed" (the seed prompt) or "demos" (the seed
+    # instruction with the first fixed demo set's first few demos; the seed prompt then runs as slot 1)
+    start: str = "seed"
 
     def candidate(self, instruction: int, demo_set: int, n_demos: int, scoring: str | None = None,
                   order: int = 0) -> Candidate:
@@ -101,7 +105,8 @@ class SearchSpace:
         return {"instructions": [{"index": i, "origin": o, "text": t} for i, (t, o) in enumerate(self.instructions)],
                 "demo_sets": [{"index": i, "selector": s, "ids": [e.id for e in exs]}
                               for i, (s, exs) in enumerate(self.demo_sets)],
-                "max_demos": self.max_demos, "scorings": list(self.scorings), "orders": self.orders}
+                "max_demos": self.max_demos, "scorings": list(self.scorings), "orders": self.orders,
+                "start": self.start}
 
     @property
     def has_demos(self) -> bool:
@@ -118,6 +123,23 @@ class SearchSpace:
             p["order"] = 0
         return p
 
+    def start_params(self) -> dict[str, Any]:
+        """A strong first incumbent for small models: the seed instruction with up to 4 demos of the
+        first fixed (non-kNN) demo set. Racing prunes later trials against the first complete one, so
+        a weak first trial (a zero-shot seed that a base model cannot answer) costs a whole validation
+        pass and prunes nothing."""
+        p = self.seed_params()
+        fixed = [i for i, (sel, exs) in enumerate(self.demo_sets) if sel != "knn" and exs]
+        if self.has_demos and fixed:
+            p.update(demo_set=fixed[0], n_demos=min(4, self.max_demos, len(self.demo_sets[fixed[0]][1])))
+        return p
+
+    def fixed_params(self, slot: int) -> dict[str, Any] | None:
+        """The parameters of a slot that is not left to the sampler (None: the sampler proposes)."""
+        if self.start == "demos" and self.has_demos:
+            return self.start_params() if slot == 0 else self.seed_params() if slot == 1 else None
+        return self.seed_params() if slot == 0 else None
+
     @classmethod
     def from_description(cls, d: dict[str, Any], train: list[Example], *, where: str = "study") -> "SearchSpace":
         by_id = {e.id: e for e in train}
@@ -129,7 +151,7 @@ class SearchSpace:
                                   field="--study", fix="use the same task and data as the study, or a new --study")
             sets.append((s["selector"], [by_id[i] for i in s["ids"]]))
         return cls([(i["text"], i["origin"]) for i in d["instructions"]], sets, int(d["max_demos"]),
-                   list(d.get("scorings") or ["generate"]), int(d.get("orders", 1)))
+                   list(d.get("scorings") or ["generate"]), int(d.get("orders", 1)), str(d.get("start", "seed")))
 
 
 # ------------------------------------------------------------------------- sampler
@@ -428,7 +450,7 @@ def ensure_slots(study: optuna.Study, space: SearchSpace, n_trials: int) -> int:
     added = 0
     for k in range(n_trials):
         if k not in have:
-            params = space.seed_params() if k == 0 else {}
+            params = space.fixed_params(k) or {}
             study.enqueue_trial(params, user_attrs={ATTR + "slot": k})
             added += 1
     return added
@@ -628,8 +650,7 @@ class Search:
             return {}
 
     def _enqueue(self, slot: int, params: dict[str, Any], slot_failures: int = 0) -> None:
-        if slot == 0:
-            params = self.space.seed_params()
+        params = self.space.fixed_params(slot) or params
         attrs: dict[str, Any] = {ATTR + "slot": slot}
         if slot_failures:
             attrs[ATTR + "slot_failures"] = slot_failures

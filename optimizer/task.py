@@ -158,6 +158,10 @@ class OptimizerSpec(_Strict):
     demo_orders: int = Field(default=1, ge=1, le=16)  # orders tried per demo set (1: as selected)
     # the winner: the best validation mean, or the shortest prompt within the best's 95% interval
     pick: Literal["best", "shortest"] = "best"
+    # the first trial, the incumbent later trials race against: the seed prompt, or the seed instruction
+    # with up to 4 demos of the first fixed demo set (the seed prompt then runs second, and is pruned
+    # early when it is weak, as a zero-shot prompt on a small base model is)
+    start: Literal["seed", "demos"] = "seed"
 
 
 class TaskSpec(_Strict):

@@ -145,6 +145,29 @@ def test_search_call_cap_holds_and_the_run_still_reports_test(tmp_path):
     assert not best.get("cut_by_budget")
 
 
+def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_path):
+    def run(start):
+        task = sst2_task(trials=4, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=6,
+                         validation=40, min_examples=14, prune_p=0.2, start=start)
+        res = optimize(task, RunOptions(out=tmp_path / start, backend=scripted_for(task), seed=0))
+        return res.summary, [json.loads(x) for x in (tmp_path / start / "trials.jsonl").read_text().splitlines()]
+
+    s, recs = run("demos")
+    by_slot = {r["slot"]: r for r in recs}
+    assert by_slot[0]["params"]["n_demos"] == 4 and by_slot[0]["params"]["instruction"] == 0
+    assert by_slot[0]["state"] == "complete" and by_slot[0]["examples"] == 40
+    assert by_slot[1]["params"]["n_demos"] == 0 and by_slot[1]["params"]["instruction"] == 0  # the seed prompt
+    assert by_slot[1]["state"] == "pruned" and by_slot[1]["examples"] < 40
+    assert s["baseline"]["val"] is not None  # the seed prompt is still reported on the whole validation split
+    s0, recs0 = run("seed")
+    first = next(r for r in recs0 if r["slot"] == 0)
+    assert first["params"]["n_demos"] == 0 and first["state"] == "complete" and first["examples"] == 40
+    assert s0["baseline"]["val"] == s["baseline"]["val"]
+    # the setting is stored with the study's space, so other workers and resumes use the same slots
+    assert SearchSpace.from_description({**json.loads((tmp_path / "demos" / "candidates.json").read_text())},
+                                        make_splits(sst2_task(validation=40)).train).start == "demos"
+
+
 def test_scoring_as_a_search_dimension_finds_calibration(tmp_path):
     task = sst2_task(trials=8, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=1,
                      scoring=["generate", "likelihood", "calibrated"])

@@ -179,7 +179,7 @@ def test_dry_run_projects_without_calling(tmp_path, capsys):
                  "--out", str(tmp_path / "run"), "--json"])
     assert code == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["phases"]["search"]["calls"] == 10 * 100 and plan["phases"]["test"]["calls"] == 600
+    assert plan["phases"]["search"]["calls"] == 10 * 100 and plan["phases"]["test"]["calls"] == 600 + 100  # test x2 + seed on val
     assert plan["total"]["calls"] == sum(p["calls"] for p in plan["phases"].values())
     assert plan["total"]["prompt_tokens"] > plan["total"]["calls"] * 20 and plan["total"]["cost"] > 0
     assert plan["limits"] == {"max_calls": 500}
