@@ -1,0 +1,54 @@
+"""The comparison harness's bookkeeping (experiments/compare.py): the call trajectory of a run
+directory, when it reaches MIPROv2 light's validation score, and the per-method table over seeds.
+The harness's rows themselves come from real runs (experiments/results/compare/)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("compare_harness", ROOT / "experiments/compare.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_trajectory_counts_setup_calls_and_only_complete_trials(compare, tmp_path):
+    recs = [{"slot": 1, "trial": 1, "state": "pruned", "score": 0.9, "lm_calls": 16},
+            {"slot": 0, "trial": 0, "state": "complete", "score": 0.8, "lm_calls": 100},
+            {"slot": 2, "trial": 2, "state": "complete", "score": 0.85, "lm_calls": 100},
+            {"slot": 3, "trial": 3, "state": "complete", "score": 0.7, "lm_calls": 100}]
+    (tmp_path / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    summary = {"phases": {"proposer": {"calls": 4}, "bootstrap": {"calls": 48}, "search": {"calls": 316}}}
+    traj = compare.trajectory(tmp_path, summary)
+    # slot order; a pruned trial's partial mean never counts as reached
+    assert traj == [[152, 0.8], [168, 0.8], [268, 0.85], [368, 0.85]]
+    assert compare.calls_to_reach(traj, 0.85) == 268
+    assert compare.calls_to_reach(traj, 0.8) == 152
+    assert compare.calls_to_reach(traj, 0.86) is None
+
+
+def test_table_means_over_seeds_and_reach_fractions_per_seed(compare):
+    rows = []
+    for seed, (mip_val, mip_test, ours_test) in enumerate([(0.8, 0.70, 0.75), (0.9, 0.72, 0.80)]):
+        rows.append({"task": "t", "seed": seed, "method": "mipro_light", "test": mip_test, "test_ci": [0.6, 0.8],
+                     "val": mip_val, "task_lm_calls": 400, "proposer_calls": 0, "prompt_words": 50, "seconds": 10.0})
+        rows.append({"task": "t", "seed": seed, "method": "ours@small-model", "test": ours_test,
+                     "test_ci": [0.7, 0.9], "val": 0.85, "task_lm_calls": 400, "proposer_calls": 4,
+                     "prompt_words": 40, "seconds": 20.0, "trajectory": [[100, 0.5], [200, 0.85], [400, 0.85]]})
+    table = {r["method"]: r for r in compare.aggregate(rows)}
+    ours, mip = table["ours@small-model"], table["mipro_light"]
+    assert ours["seeds"] == 2 and ours["test_mean"] == pytest.approx(0.775)
+    assert mip["test_mean"] == pytest.approx(0.71) and mip["val_mean"] == pytest.approx(0.85)
+    # seed 0: MIPRO's 0.8 reached after 200 of its 400 calls; seed 1: its 0.9 never
+    assert ours["calls_to_mipro_light_val"] == [0.5, None]
+    lo, hi = ours["test_ci"]
+    assert 0.75 <= lo <= ours["test_mean"] <= hi <= 0.80  # an interval over the seeds' means
+    md = compare.markdown(compare.aggregate(rows))
+    assert "| t | ours@small-model | 2 | 0.775 |" in md and "0.50, never" in md
