@@ -6,10 +6,12 @@ counted and cached the same way; DSPy's optimizers reach it through a DSPy LM en
 
     seed         the seed prompt, zero-shot
     random       the seed instruction with k random labeled demos (k = 4)
-    bfrs         dspy.BootstrapFewShotWithRandomSearch (4 bootstrapped + 4 labeled, 6 candidates)
+    bfrs         dspy.BootstrapFewShotWithRandomSearch (4 bootstrapped + 4 labeled, 6 candidates); it takes
+                 no seed (its candidate seeds are fixed), so it runs for seed 0 only
     mipro_light  dspy.MIPROv2(auto="light")
     mipro_medium dspy.MIPROv2(auto="medium")
-    gepa         dspy.GEPA (reflection LM = the task LM unless --reflection-lm), metric-call budget
+    gepa         dspy.GEPA (reflection LM: the task's LM profile on its own backend, 256 tokens, unless
+                 --reflection-lm; its calls are the proposer calls), metric-call budget
                  matched to MIPROv2 light's task-LM calls when known
     ours         optimizer.engine.optimize with the task's settings, its search capped at the budget
                  (``search_calls``: every LM call before the test report, proposer calls included)
@@ -45,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import dspy  # noqa: E402
+from dspy.teleprompt.gepa import InstructionProposer  # noqa: E402
 
 from optimizer.adapters import CompletionAdapter  # noqa: E402
 from optimizer.data import Example, make_splits  # noqa: E402
@@ -133,15 +136,24 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
                 prog = opt.compile(build_program(task), trainset=train, valset=val)
             cand = program_to_candidate(task, prog)
         elif method == "gepa":
-            refl = lm
-            if args.reflection_lm:
-                rb = create_backend(resolve_lm(task, args.reflection_lm), cache=cache)
-                refl = dspy_lm(rb, max_tokens=512)
+            # the reflection LM writes whole instructions: its own backend (the task's profile unless
+            # --reflection-lm; same cache), so its calls are counted as proposer calls, with room to write
+            rprof = resolve_lm(task, args.reflection_lm)
+            rb = create_backend(rprof, cache=cache)
+            refl = dspy_lm(rb, max_tokens=256)
+            # GEPA's proposer prompts through JSONAdapter by default; a base model never answers in that
+            # format (measured: every proposal failed to parse and the run did not finish a 40-call budget
+            # in 10 minutes), so a completion-adapter profile gets the plain completion format there too
+            proposer = InstructionProposer(
+                adapter=CompletionAdapter() if rprof.resolved_adapter == "completion" else None)
             opt = dspy.GEPA(metric=gepa_metric(task, metric), max_metric_calls=budget or 700, reflection_lm=refl,
-                            num_threads=1, seed=seed)
+                            instruction_proposer=proposer, num_threads=1, seed=seed)
             with quiet():
                 prog = opt.compile(build_program(task), trainset=train, valset=val)
             cand = program_to_candidate(task, prog)
+            notes["proposer_calls"] = rb.usage.calls
+            notes["proposer_backend"] = "separate"  # not among the task backend's calls
+            rb.close()
         elif method == "ours" or method.startswith("ours@"):
             run_task = apply_preset(task, method.split("@", 1)[1]) if "@" in method else task
             tag = method.replace("@", "-")
@@ -165,6 +177,7 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
     opt_seconds = time.perf_counter() - t0 - (notes.get("report_seconds") or 0)
     used = backend.usage
     proposer_calls = notes.get("proposer_calls", 0)
+    shared_proposer_calls = 0 if notes.get("proposer_backend") == "separate" else proposer_calls
     report_calls = notes.pop("report_calls", 0)
     if "val" not in notes:  # the final program's validation score (after the search; not budget)
         notes["val"] = round(evaluator.evaluate(cand, splits.validation).mean, 4)
@@ -173,7 +186,7 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
     test = evaluator.evaluate(cand, splits.test)
     ci = bootstrap_ci(test.scores, seed=seed)
     row = {"task": task.task, "seed": seed, "method": method, "test": round(ci.mean, 4),
-           "test_ci": [round(ci.low, 4), round(ci.high, 4)], "task_lm_calls": used.calls - proposer_calls - report_calls,
+           "test_ci": [round(ci.low, 4), round(ci.high, 4)], "task_lm_calls": used.calls - shared_proposer_calls - report_calls,
            "proposer_calls": proposer_calls, "prompt_words": evaluator.prompt_tokens(cand),
            "n_demos": cand.knn or len(cand.demos), "instruction": cand.instruction,
            "demos": [d.to_dict(task.output.name) for d in cand.demos] if not cand.knn else f"knn pool of {len(cand.demos)}",
@@ -230,6 +243,10 @@ def aggregate(rows):
                                  if all(r.get("val") is not None for r in rs) else None),
                     "calls_to_mipro_light_val": reach,
                     "test_ci": [round(lo, 4), round(hi, 4)],
+                    # the per-example 95% intervals of the seeds' test scores, averaged (the seed prompt is
+                    # the same program for every seed, so its interval over seeds has no width)
+                    "test_ci_examples": [round(statistics.mean(r["test_ci"][0] for r in rs), 4),
+                                         round(statistics.mean(r["test_ci"][1] for r in rs), 4)],
                     "task_lm_calls": round(statistics.mean(r["task_lm_calls"] for r in rs)),
                     "proposer_calls": round(statistics.mean(r["proposer_calls"] for r in rs)),
                     "prompt_words": round(statistics.mean(r["prompt_words"] for r in rs)),
@@ -248,6 +265,33 @@ def markdown(table):
         lines.append(f"| {r['task']} | {r['method']} | {r['seeds']} | {r['test_mean']:.3f} | "
                      f"[{r['test_ci'][0]:.3f}, {r['test_ci'][1]:.3f}] | {val} | {r['task_lm_calls']} | "
                      f"{r['proposer_calls']} | {r['prompt_words']} | {r['seconds']} | {reach_s} |")
+    return "\n".join(lines)
+
+
+def verdict(table, ours="ours@small-model", ref="mipro_light"):
+    """Per task: the seed prompt, MIPROv2 light and ours side by side, whether any method's mean lies above
+    the seed prompt's 95% interval (the tasks the claim is about), and the mean over tasks of every
+    method against ours on the tasks both ran."""
+    by = {(r["task"], r["method"]): r for r in table}
+    tasks = sorted({r["task"] for r in table})
+    lines = [f"| task | seeds | seed prompt [95% CI] | {ref} | {ours} | {ours} - {ref} | "
+             "some method above the seed prompt's interval |", "|---|---|---|---|---|---|---|"]
+    for t in tasks:
+        seed, a, b = by.get((t, "seed")), by.get((t, ref)), by.get((t, ours))
+        if not (seed and a and b):
+            continue
+        lo, hi = seed["test_ci_examples"]
+        above = [r["method"] for r in table if r["task"] == t and r["method"] != "seed" and r["test_mean"] > hi]
+        lines.append(f"| {t} | {b['seeds']} | {seed['test_mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+                     f" | {a['test_mean']:.3f} | {b['test_mean']:.3f} | {b['test_mean'] - a['test_mean']:+.3f} | "
+                     f"{'yes' if above else 'no'} |")
+    lines += ["", f"Mean test score over the tasks both ran (seed means averaged per task first):", "",
+              f"| method | tasks | method mean | {ours} mean on those tasks |", "|---|---|---|---|"]
+    for m in sorted({r["method"] for r in table} - {ours}, key=lambda m: (METHODS.index(m.split("@")[0]), m)):
+        both = [t for t in tasks if (t, m) in by and (t, ours) in by]
+        if both:
+            lines.append(f"| {m} | {len(both)} | {statistics.mean(by[(t, m)]['test_mean'] for t in both):.3f} | "
+                         f"{statistics.mean(by[(t, ours)]['test_mean'] for t in both):.3f} |")
     return "\n".join(lines)
 
 
@@ -284,6 +328,10 @@ def main():
             for method in args.methods:
                 if (name, seed, method) in done:
                     continue
+                if method == "bfrs" and seed != 0:  # DSPy's BFRS takes no seed: its random search is fixed
+                    print(f"{name} seed {seed} bfrs: skipped (BootstrapFewShotWithRandomSearch has no seed; "
+                          "every seed repeats seed 0)", flush=True)
+                    continue
                 row = run_method(method, task, seed, splits, profile, cache, budget, args)
                 rows.append(row)
                 with open(rows_file, "a") as fh:
@@ -294,8 +342,9 @@ def main():
                       f"calls {row['task_lm_calls']} {row['seconds']}s", flush=True)
     table = aggregate(rows)
     (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
-    (out / "table.md").write_text(markdown(table) + "\n")
-    print(markdown(table))
+    text = markdown(table) + "\n\n" + verdict(table) + "\n"
+    (out / "table.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -52,3 +52,22 @@ def test_table_means_over_seeds_and_reach_fractions_per_seed(compare):
     assert 0.75 <= lo <= ours["test_mean"] <= hi <= 0.80  # an interval over the seeds' means
     md = compare.markdown(compare.aggregate(rows))
     assert "| t | ours@small-model | 2 | 0.775 |" in md and "0.50, never" in md
+
+
+def test_verdict_uses_the_seed_prompts_per_example_interval(compare):
+    rows = []
+    for seed in (0, 1):
+        rows.append({"task": "t", "seed": seed, "method": "seed", "test": 0.5, "test_ci": [0.4, 0.6],
+                     "task_lm_calls": 0, "proposer_calls": 0, "prompt_words": 5, "seconds": 0.0})
+        for method, test in (("mipro_light", 0.55), ("ours@small-model", 0.58 + 0.04 * seed)):
+            rows.append({"task": "t", "seed": seed, "method": method, "test": test, "test_ci": [test - .1, test + .1],
+                         "task_lm_calls": 400, "proposer_calls": 0, "prompt_words": 9, "seconds": 1.0, "val": 0.5})
+    table = compare.aggregate(rows)
+    seed_row = next(r for r in table if r["method"] == "seed")
+    assert seed_row["test_ci"] == [0.5, 0.5] and seed_row["test_ci_examples"] == [0.4, 0.6]
+    text = compare.verdict(table)
+    # ours' mean 0.60 is not above the seed prompt's 0.6: no method clears its interval
+    assert "| t | 2 | 0.500 [0.400, 0.600] | 0.550 | 0.600 | +0.050 | no |" in text
+    rows[-1]["test"] = 0.70
+    assert "| +0.090 | yes |" in compare.verdict(compare.aggregate(rows))
+    assert "| mipro_light | 1 | 0.550 |" in text
