@@ -56,10 +56,10 @@ def dspy_evaluate(task, cand, examples, backend, max_tokens) -> tuple[float, flo
     import dspy
 
     from optimizer.adapters import CompletionAdapter
-
-    logging.getLogger("dspy").setLevel(logging.ERROR)  # one "truncated" warning per call otherwise
     from optimizer.lm.dspy_engine import dspy_lm
     from optimizer.program import build_program
+
+    logging.getLogger("dspy").setLevel(logging.ERROR)  # one "truncated" warning per call otherwise
 
     program = build_program(task, cand)
     out = task.output.name

@@ -123,22 +123,24 @@ class SearchSpace:
             p["order"] = 0
         return p
 
-    def start_params(self) -> dict[str, Any]:
+    def start_params(self) -> dict[str, Any] | None:
         """A strong first incumbent for small models: the seed instruction with up to 4 demos of the
-        first fixed (non-kNN) demo set. Racing prunes later trials against the first complete one, so
-        a weak first trial (a zero-shot seed that a base model cannot answer) costs a whole validation
-        pass and prunes nothing."""
-        p = self.seed_params()
-        fixed = [i for i, (sel, exs) in enumerate(self.demo_sets) if sel != "knn" and exs]
-        if self.has_demos and fixed:
-            p.update(demo_set=fixed[0], n_demos=min(4, self.max_demos, len(self.demo_sets[fixed[0]][1])))
-        return p
+        first fixed (non-kNN) demo set (None: there is none). Racing prunes later trials against the
+        first complete one, so a weak first trial (a zero-shot seed that a base model cannot answer)
+        costs a whole validation pass and prunes nothing."""
+        if not self.has_demos:
+            return None
+        fixed = next((i for i, (sel, exs) in enumerate(self.demo_sets) if sel != "knn" and exs), None)
+        if fixed is None:
+            return None
+        return {**self.seed_params(), "demo_set": fixed,
+                "n_demos": min(4, self.max_demos, len(self.demo_sets[fixed][1]))}
 
     def fixed_params(self, slot: int) -> dict[str, Any] | None:
         """The parameters of a slot that is not left to the sampler (None: the sampler proposes)."""
-        if self.start == "demos" and self.has_demos:
-            return self.start_params() if slot == 0 else self.seed_params() if slot == 1 else None
-        return self.seed_params() if slot == 0 else None
+        first = self.start_params() if self.start == "demos" else None
+        order = [first, self.seed_params()] if first else [self.seed_params()]
+        return order[slot] if slot < len(order) else None
 
     @classmethod
     def from_description(cls, d: dict[str, Any], train: list[Example], *, where: str = "study") -> "SearchSpace":
