@@ -4,6 +4,8 @@ For each task and seed it runs, on the task's LM through *our* backend (so every
 counted and cached the same way; DSPy's optimizers reach it through a DSPy LM engine,
 ``optimizer.lm.dspy_engine``) with the completion adapter:
 
+    majority     no LM: always the most frequent training label (classification tasks only), the floor
+                 a prompt must clear to have learned more than the label prior
     seed         the seed prompt, zero-shot
     random       the seed instruction with k random labeled demos (k = 4)
     bfrs         dspy.BootstrapFewShotWithRandomSearch (4 bootstrapped + 4 labeled, 6 candidates); it takes
@@ -33,6 +35,7 @@ finished rows).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import io
 import json
@@ -59,7 +62,7 @@ from optimizer.program import Candidate, build_program, demo_dicts  # noqa: E402
 from optimizer.stats import bootstrap_ci  # noqa: E402
 from optimizer.task import apply_preset, load_task  # noqa: E402
 
-METHODS = ("seed", "random", "bfrs", "mipro_light", "mipro_medium", "gepa", "ours")
+METHODS = ("majority", "seed", "random", "bfrs", "mipro_light", "mipro_medium", "gepa", "ours")
 
 
 def to_dspy(task, examples: list[Example]) -> list[dspy.Example]:
@@ -108,7 +111,26 @@ def quiet():
         yield
 
 
+def majority_row(task, seed, splits):
+    """The label-prior baseline: every input answered with the most frequent training label (no LM calls)."""
+    metric = build_metric(task)
+    counts = collections.Counter(e.output for e in splits.train)
+    label = max(sorted(counts), key=lambda k: counts[k])  # ties: alphabetical, so the row is deterministic
+
+    def score(examples):
+        return [float(metric(e, {task.output.name: label})) for e in examples]
+    test = score(splits.test)
+    ci = bootstrap_ci(test, seed=seed)
+    val = score(splits.validation)
+    return {"task": task.task, "seed": seed, "method": "majority", "test": round(ci.mean, 4),
+            "test_ci": [round(ci.low, 4), round(ci.high, 4)], "task_lm_calls": 0, "proposer_calls": 0,
+            "prompt_words": 0, "n_demos": 0, "instruction": f"(no prompt: always {label!r})", "demos": [],
+            "scoring": "none", "seconds": 0.0, "val": round(sum(val) / len(val), 4)}
+
+
 def run_method(method, task, seed, splits, profile, cache, budget, args):
+    if method == "majority":
+        return majority_row(task, seed, splits)
     backend = create_backend(profile, cache=cache)
     evaluator = make_evaluator(task, profile, backend)
     lm = dspy_lm(backend, max_tokens=evaluator.max_tokens)
@@ -274,15 +296,18 @@ def verdict(table, ours="ours@small-model", ref="mipro_light"):
     method against ours on the tasks both ran."""
     by = {(r["task"], r["method"]): r for r in table}
     tasks = sorted({r["task"] for r in table})
-    lines = [f"| task | seeds | seed prompt [95% CI] | {ref} | {ours} | {ours} - {ref} | "
-             "some method above the seed prompt's interval |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| task | seeds | label prior (no LM) | seed prompt [95% CI] | {ref} | {ours} | {ours} - {ref} | "
+             "some method above the seed prompt's interval |", "|---|---|---|---|---|---|---|---|"]
     for t in tasks:
         seed, a, b = by.get((t, "seed")), by.get((t, ref)), by.get((t, ours))
         if not (seed and a and b):
             continue
         lo, hi = seed["test_ci_examples"]
-        above = [r["method"] for r in table if r["task"] == t and r["method"] != "seed" and r["test_mean"] > hi]
-        lines.append(f"| {t} | {b['seeds']} | {seed['test_mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+        above = [r["method"] for r in table
+                 if r["task"] == t and r["method"] not in ("seed", "majority") and r["test_mean"] > hi]
+        prior = by.get((t, "majority"))
+        prior_s = f"{prior['test_mean']:.3f}" if prior else "—"
+        lines.append(f"| {t} | {b['seeds']} | {prior_s} | {seed['test_mean']:.3f} [{lo:.3f}, {hi:.3f}]"
                      f" | {a['test_mean']:.3f} | {b['test_mean']:.3f} | {b['test_mean'] - a['test_mean']:+.3f} | "
                      f"{'yes' if above else 'no'} |")
     lines += ["", f"Mean test score over the tasks both ran (seed means averaged per task first):", "",
@@ -327,6 +352,9 @@ def main():
                            and r["method"] == "mipro_light"), args.budget)
             for method in args.methods:
                 if (name, seed, method) in done:
+                    continue
+                if method == "majority" and not task.label_set:
+                    print(f"{name} seed {seed} majority: skipped (not a classification task)", flush=True)
                     continue
                 if method == "bfrs" and seed != 0:  # DSPy's BFRS takes no seed: its random search is fixed
                     print(f"{name} seed {seed} bfrs: skipped (BootstrapFewShotWithRandomSearch has no seed; "

@@ -67,7 +67,28 @@ def test_verdict_uses_the_seed_prompts_per_example_interval(compare):
     assert seed_row["test_ci"] == [0.5, 0.5] and seed_row["test_ci_examples"] == [0.4, 0.6]
     text = compare.verdict(table)
     # ours' mean 0.60 is not above the seed prompt's 0.6: no method clears its interval
-    assert "| t | 2 | 0.500 [0.400, 0.600] | 0.550 | 0.600 | +0.050 | no |" in text
+    assert "| t | 2 | — | 0.500 [0.400, 0.600] | 0.550 | 0.600 | +0.050 | no |" in text
     rows[-1]["test"] = 0.70
     assert "| +0.090 | yes |" in compare.verdict(compare.aggregate(rows))
     assert "| mipro_light | 1 | 0.550 |" in text
+
+
+def test_majority_row_is_the_training_label_prior_scored_by_the_task_metric(compare):
+    """The label-prior floor on real data: BBH navigate's training split says "No" most often, and
+    always answering "No" scores the test split's share of "No" (no LM involved)."""
+    from optimizer.data import make_splits
+    from optimizer.task import load_task
+
+    task = load_task(ROOT / "tasks/bbh_navigate/task.yaml")
+    task.splits.train.limit, task.splits.validation.limit, task.splits.test.limit = 75, 60, 100
+    splits = make_splits(task)
+    row = compare.majority_row(task, 0, splits)
+    share = lambda exs, label: sum(e.output == label for e in exs) / len(exs)  # noqa: E731
+    top = max(("Yes", "No"), key=lambda label: share(splits.train, label))
+    assert row["instruction"] == f"(no prompt: always {top!r})"
+    assert row["test"] == pytest.approx(share(splits.test, top), abs=1e-4)
+    assert row["val"] == pytest.approx(share(splits.validation, top), abs=1e-4)
+    assert row["task_lm_calls"] == 0 and row["test_ci"][0] < row["test"] < row["test_ci"][1]
+    table = compare.aggregate([row, *({**row, "method": m, "test": t} for m, t in
+                                      (("seed", 0.3), ("mipro_light", 0.5), ("ours@small-model", 0.6)))])
+    assert f"| bbh_navigate | 1 | {row['test']:.3f} | 0.300 [" in compare.verdict(table)
