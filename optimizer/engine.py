@@ -224,7 +224,8 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
         study, created = connect_study(storage_obj, study_name, seed, n_trials, prune=task.optimizer.prune,
                                        prune_p=task.optimizer.prune_p,
                                        min_examples=min(task.optimizer.min_examples, len(splits.validation)),
-                                       url=opts.storage or run.study_url)
+                                       url=opts.storage or run.study_url, racing=task.optimizer.racing,
+                                       halving_rate=task.optimizer.halving_rate)
         if created:
             run.set_meta(creator=True)
         run.write_task(task, profile, seed=seed, trials=n_trials, splits=splits)
@@ -289,6 +290,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
         search = Search(study, space, evaluator, splits.validation, seed=seed, on_event=emit,
                         trial_log=run.append_trial, exclusive=exclusive, worker_id=run.meta["worker"],
                         max_failure_rate=opts.max_failure_rate, grace=opts.grace,
+                        shared_order=task.optimizer.racing == "halving",
                         call_cap=None if opts.search_calls is None
                         else max(0, opts.search_calls - int(setup.get("setup_calls", 0))))
         u3 = backend.usage

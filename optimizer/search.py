@@ -7,7 +7,10 @@ example's score under the example's index, so that Optuna's ``WilcoxonPruner``
 compares it *paired* with the best trial on the same examples and stops it as
 soon as it is significantly worse (racing). Trials that survive have seen the
 whole validation split; their mean is the objective. Pruned trials keep their
-partial mean as a user attribute.
+partial mean as a user attribute. With ``racing: halving`` every trial walks
+one shared order instead and ``PairedHalvingPruner`` runs successive halving
+on it: at rungs of min_examples * rate**j examples a trial goes on only when
+its mean is among the best 1/rate of all trials' means on the same examples.
 
 Slots: the study holds exactly ``n_trials`` slots, enqueued up front as WAITING
 trials (slot 0 is the seed prompt, or with ``start: demos`` slot 0 is the seed
@@ -244,9 +247,49 @@ def make_sampler(seed: int, n_trials: int) -> SlotSeededTPE:
         return SlotSeededTPE(seed=seed, multivariate=True, n_startup_trials=max(4, n_trials // 4))
 
 
-def make_pruner(prune: bool, prune_p: float, min_examples: int) -> optuna.pruners.BasePruner:
+class PairedHalvingPruner(optuna.pruners.BasePruner):
+    """Successive halving on shared examples (asynchronous, as in ASHA), paired.
+
+    Every trial walks the validation split in the same order and reports example ``k`` of that order at
+    step ``k``, so two trials that reached step ``r`` were scored on the same ``r`` examples. At each rung
+    ``r = min_examples * rate**j`` the trial's mean over its first ``r`` examples is ranked against the
+    means of every other trial on those same examples; it goes on only when it is among the best
+    ``ceil(m / rate)`` of the ``m`` trials there (ties go on). Losers cost ``min_examples`` calls, and the
+    examples past each rung go only to contenders."""
+
+    def __init__(self, min_examples: int, rate: int = 2):
+        self.min_examples = max(1, int(min_examples))
+        self.rate = max(2, int(rate))
+
+    def rung(self, r: int) -> bool:
+        k = self.min_examples
+        while k < r:
+            k *= self.rate
+        return k == r
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        mine = trial.intermediate_values  # a failed call leaves its step out: compare on the steps reported
+        r = len(mine)
+        if not self.rung(r):
+            return False
+        means = [sum(mine.values()) / r]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+            if t.number == trial.number:
+                continue
+            vals = t.intermediate_values
+            if all(k in vals for k in mine):
+                means.append(sum(vals[k] for k in mine) / r)
+        keep = max(1, math.ceil(len(means) / self.rate))
+        threshold = sorted(means, reverse=True)[keep - 1]
+        return means[0] < threshold - 1e-12
+
+
+def make_pruner(prune: bool, prune_p: float, min_examples: int, racing: str = "wilcoxon",
+                rate: int = 2) -> optuna.pruners.BasePruner:
     if not prune:
         return optuna.pruners.NopPruner()
+    if racing == "halving":
+        return SlotStablePruner(PairedHalvingPruner(min_examples, rate))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return SlotStablePruner(optuna.pruners.WilcoxonPruner(p_threshold=prune_p, n_startup_steps=min_examples))
@@ -390,11 +433,12 @@ def _sqlite_wal(storage: Any) -> None:
 
 
 def connect_study(storage: optuna.storages.BaseStorage, name: str, seed: int, n_trials: int, *, prune: bool,
-                  prune_p: float, min_examples: int, url: str = "") -> tuple[optuna.Study, bool]:
+                  prune_p: float, min_examples: int, url: str = "", racing: str = "wilcoxon",
+                  halving_rate: int = 2) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists. Returns (study, created_by_us); creation is atomic."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(seed, n_trials)
-    pruner = make_pruner(prune, prune_p, min_examples)
+    pruner = make_pruner(prune, prune_p, min_examples, racing, halving_rate)
     try:
         try:
             study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
@@ -513,7 +557,8 @@ class Search:
                  *, seed: int, on_event: Callable[..., None] | None = None,
                  trial_log: Callable[[dict[str, Any]], None] | None = None, exclusive: bool = True,
                  worker_id: str | None = None, max_failure_rate: float = 0.1, max_slot_attempts: int = 3,
-                 heartbeat: float = 5.0, grace: float = 60.0, poll: float = 1.0, call_cap: int | None = None):
+                 heartbeat: float = 5.0, grace: float = 60.0, poll: float = 1.0, call_cap: int | None = None,
+                 shared_order: bool = False):
         self.study = study
         self.storage = study._storage
         self.space = space
@@ -530,6 +575,9 @@ class Search:
         self.grace = grace
         self.poll = poll
         self.call_cap = call_cap  # LM calls all trials together may make (None: no cap)
+        # halving: every trial walks validation in one order and reports example k of it at step k;
+        # else each trial has its own order and reports an example under its index (Wilcoxon pairs by index)
+        self.shared_order = shared_order
         self.capped = False  # the cap was reached: no further trial starts
         self.candidates: dict[int, Candidate] = {}
         self.ran = 0  # trials this process finished (any state)
@@ -551,7 +599,7 @@ class Search:
         cand = self._suggest(trial)
         self.candidates[trial.number] = cand
         order = list(range(len(self.validation)))
-        random.Random(f"{self.seed}:trial:{slot}").shuffle(order)
+        random.Random(f"{self.seed}:validation" if self.shared_order else f"{self.seed}:trial:{slot}").shuffle(order)
         usage0 = self.evaluator.backend.usage
         t0 = time.perf_counter()
         scores: list[float] = []
@@ -563,7 +611,7 @@ class Search:
         self.on_event("trial_start", number=trial.number, slot=slot, params=trial.params)
         gen = self.evaluator.stream(cand, [self.validation[i] for i in order], tolerate_failures=True)
         try:
-            for idx, out in zip(order, gen):
+            for pos, (idx, out) in enumerate(zip(order, gen)):
                 attempted += 1
                 if out.failed:
                     failed += 1
@@ -574,7 +622,7 @@ class Search:
                     continue
                 scores.append(out.score)
                 parse_failures += int(not out.parsed)
-                trial.report(out.score, idx)
+                trial.report(out.score, pos if self.shared_order else idx)
                 self.on_event("example", number=trial.number)
                 if trial.should_prune():
                     pruned = True

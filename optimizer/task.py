@@ -150,6 +150,11 @@ class OptimizerSpec(_Strict):
     prune: bool = True  # paired Wilcoxon racing of trials on validation examples
     prune_p: float = Field(default=0.1, gt=0, lt=1)
     min_examples: int = Field(default=16, ge=1)  # examples a trial sees before it may be pruned
+    # how losers are cut: wilcoxon (each trial races the best one, paired by example, and stops when
+    # significantly worse) or halving (one shared example order; at min_examples * halving_rate**j
+    # examples only the best 1/halving_rate of all trials on those same examples go on)
+    racing: Literal["wilcoxon", "halving"] = "wilcoxon"
+    halving_rate: int = Field(default=2, ge=2, le=8)
     # how answers are read: generated text, or (classification, completion prompts) the most likely label,
     # optionally calibrated on a content-free input; several values make it a search dimension
     # auto: likelihood and calibrated for classification with completion prompts, else generate
