@@ -290,7 +290,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
         search = Search(study, space, evaluator, splits.validation, seed=seed, on_event=emit,
                         trial_log=run.append_trial, exclusive=exclusive, worker_id=run.meta["worker"],
                         max_failure_rate=opts.max_failure_rate, grace=opts.grace,
-                        shared_order=task.optimizer.racing == "halving",
+                        shared_order=task.optimizer.racing == "halving", stratify=bool(task.label_set),
                         call_cap=None if opts.search_calls is None
                         else max(0, opts.search_calls - int(setup.get("setup_calls", 0))))
         u3 = backend.usage

@@ -8,8 +8,8 @@ compares it *paired* with the best trial on the same examples and stops it as
 soon as it is significantly worse (racing). Trials that survive have seen the
 whole validation split; their mean is the objective. Pruned trials keep their
 partial mean as a user attribute. With ``racing: halving`` every trial walks
-one shared order instead and ``PairedHalvingPruner`` runs successive halving
-on it: at rungs of min_examples * rate**j examples a trial goes on only when
+one shared order instead (label-stratified for classification) and
+``PairedHalvingPruner`` runs successive halving on it: at rungs of min_examples * rate**j examples a trial goes on only when
 its mean is among the best 1/rate of all trials' means on the same examples.
 
 Slots: the study holds exactly ``n_trials`` slots, enqueued up front as WAITING
@@ -282,6 +282,33 @@ class PairedHalvingPruner(optuna.pruners.BasePruner):
         keep = max(1, math.ceil(len(means) / self.rate))
         threshold = sorted(means, reverse=True)[keep - 1]
         return means[0] < threshold - 1e-12
+
+
+def shared_order(validation: list[Example], seed: int, *, stratify: bool = False) -> list[int]:
+    """The one order in which every trial of a halving study walks the validation split (seeded).
+
+    With ``stratify`` (classification), each label's examples are shuffled and interleaved so that every
+    prefix holds each label in about its share of the split: a rung compares trials on the first r
+    examples, and a prefix that happens to be mostly one label would favour the candidates that answer
+    that label and cut the rest."""
+    n = len(validation)
+    if not stratify:
+        order = list(range(n))
+        random.Random(f"{seed}:validation").shuffle(order)
+        return order
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(validation):
+        groups.setdefault(e.output, []).append(i)
+    for label, idx in groups.items():
+        random.Random(f"{seed}:validation:{label}").shuffle(idx)
+    taken = dict.fromkeys(groups, 0)
+    order = []
+    for _ in range(n):  # next: the label furthest behind its share ((taken + 1/2) / size, lowest first)
+        label = min((lab for lab in groups if taken[lab] < len(groups[lab])),
+                    key=lambda lab: ((taken[lab] + 0.5) / len(groups[lab]), lab))
+        order.append(groups[label][taken[label]])
+        taken[label] += 1
+    return order
 
 
 def make_pruner(prune: bool, prune_p: float, min_examples: int, racing: str = "wilcoxon",
@@ -558,7 +585,7 @@ class Search:
                  trial_log: Callable[[dict[str, Any]], None] | None = None, exclusive: bool = True,
                  worker_id: str | None = None, max_failure_rate: float = 0.1, max_slot_attempts: int = 3,
                  heartbeat: float = 5.0, grace: float = 60.0, poll: float = 1.0, call_cap: int | None = None,
-                 shared_order: bool = False):
+                 shared_order: bool = False, stratify: bool = False):
         self.study = study
         self.storage = study._storage
         self.space = space
@@ -578,6 +605,7 @@ class Search:
         # halving: every trial walks validation in one order and reports example k of it at step k;
         # else each trial has its own order and reports an example under its index (Wilcoxon pairs by index)
         self.shared_order = shared_order
+        self.stratify = stratify  # the shared order keeps every prefix's label mix close to the split's
         self.capped = False  # the cap was reached: no further trial starts
         self.candidates: dict[int, Candidate] = {}
         self.ran = 0  # trials this process finished (any state)
@@ -598,8 +626,11 @@ class Search:
     def _objective(self, trial: optuna.Trial, slot: int) -> tuple[dict[str, Any], float]:
         cand = self._suggest(trial)
         self.candidates[trial.number] = cand
-        order = list(range(len(self.validation)))
-        random.Random(f"{self.seed}:validation" if self.shared_order else f"{self.seed}:trial:{slot}").shuffle(order)
+        if self.shared_order:
+            order = shared_order(self.validation, self.seed, stratify=self.stratify)
+        else:
+            order = list(range(len(self.validation)))
+            random.Random(f"{self.seed}:trial:{slot}").shuffle(order)
         usage0 = self.evaluator.backend.usage
         t0 = time.perf_counter()
         scores: list[float] = []

@@ -11,7 +11,8 @@ from fakes import ScriptedBackend
 from optimizer.data import make_splits
 from optimizer.engine import RunOptions, optimize
 from optimizer.errors import ConfigError
-from optimizer.search import PairedHalvingPruner
+from optimizer.data import Example
+from optimizer.search import PairedHalvingPruner, shared_order
 
 
 def scripted_for(task):
@@ -54,6 +55,19 @@ def test_a_trial_goes_on_only_among_the_best_share_on_the_same_examples():
     study2 = _study_with([[1, 1, 1, 1, 0, 0, 0, 0]])
     assert _decide(study2, pruner, [1, 1, 1, 1, 1, 0, 0, 0]) is False  # 0.625 >= 0.5
     assert _decide(study2, pruner, [0, 0, 0, 0, 1, 1, 1, 0]) is True  # 0.375; 3 trials have 8: keep 2 (0.625)
+
+
+def test_shared_order_keeps_every_prefix_near_the_label_mix():
+    # 70% "No" as in BBH navigate's validation split, in a clumped input order
+    val = [Example(f"e{i}", {"q": str(i)}, "Yes" if i < 18 else "No") for i in range(60)]
+    order = shared_order(val, 0, stratify=True)
+    assert sorted(order) == list(range(60)) and order == shared_order(val, 0, stratify=True)
+    assert order != shared_order(val, 1, stratify=True)
+    for r in range(1, 61):
+        yes = sum(val[i].output == "Yes" for i in order[:r])
+        assert abs(yes - 0.3 * r) <= 1, (r, yes)
+    plain = shared_order(val, 0)
+    assert sorted(plain) == list(range(60)) and plain != order
 
 
 def test_halving_run_shares_one_order_and_cuts_only_at_rungs(tmp_path):
