@@ -5,7 +5,9 @@
 #   light and ours@small-model, seed 0;
 # - MIPROv2 medium on SST-2, seed 0;
 # - DSPy GEPA on TREC, BBH sports, BBH navigate and AG News, seed 0 (15 minutes each at most);
-# - GSM8K seeds 1 and 2 (BFRS on GSM8K did not run: time);
+# - GSM8K seeds 1 and 2 (seed 2: the seed prompt and random demos only; its MIPROv2 light run was
+#   stopped after 35 minutes on a cold cache, so neither it nor ours has a seed-2 row; BFRS on GSM8K
+#   did not run: time);
 # - the label-prior baseline (`majority`, no LM calls) for every classification task and seed;
 # - the racing: halving ablation (configs/optimizer/small-model-halving.yaml).
 # Same output directory, LM cache and --resume as compare_small.sh / compare_more.sh: finished rows
