@@ -9,8 +9,9 @@ soon as it is significantly worse (racing). Trials that survive have seen the
 whole validation split; their mean is the objective. Pruned trials keep their
 partial mean as a user attribute. With ``racing: halving`` every trial walks
 one shared order instead (label-stratified for classification) and
-``PairedHalvingPruner`` runs successive halving on it: at rungs of min_examples * rate**j examples a trial goes on only when
-its mean is among the best 1/rate of all trials' means on the same examples.
+``PairedHalvingPruner`` runs successive halving on it: at rungs of
+min_examples * rate**j examples a trial goes on only when its mean is among
+the best 1/rate of all trials' means on the same examples.
 
 Slots: the study holds exactly ``n_trials`` slots, enqueued up front as WAITING
 trials (slot 0 is the seed prompt, or with ``start: demos`` slot 0 is the seed

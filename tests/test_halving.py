@@ -8,10 +8,9 @@ import pytest
 
 from conftest import sst2_task
 from fakes import ScriptedBackend
-from optimizer.data import make_splits
+from optimizer.data import Example, make_splits
 from optimizer.engine import RunOptions, optimize
 from optimizer.errors import ConfigError
-from optimizer.data import Example
 from optimizer.search import PairedHalvingPruner, shared_order
 
 
@@ -49,12 +48,14 @@ def test_a_trial_goes_on_only_among_the_best_share_on_the_same_examples():
     study = _study_with([[1, 1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]])
     # 4 trials at the rung: the best ceil(4/2) = 2 go on, i.e. a mean of at least 0.75
     assert _decide(study, pruner, [1, 1, 0, 1]) is False  # 0.75: ties the second best, goes on
-    assert _decide(study, pruner, [1, 0, 1, 0]) is True  # 0.5 < 0.75 (the trial just added counts too)
+    # 0.5: now 5 trials (the running one above counts too), the best 3 go on, i.e. at least 0.75
+    assert _decide(study, pruner, [1, 0, 1, 0]) is True
     assert _decide(study, pruner, [1, 1, 1]) is False  # not at a rung: never cut between rungs
     # paired: only the same examples count. At 8 examples only the first trial (mean 0.5) has them all.
     study2 = _study_with([[1, 1, 1, 1, 0, 0, 0, 0]])
     assert _decide(study2, pruner, [1, 1, 1, 1, 1, 0, 0, 0]) is False  # 0.625 >= 0.5
-    assert _decide(study2, pruner, [0, 0, 0, 0, 1, 1, 1, 0]) is True  # 0.375; 3 trials have 8: keep 2 (0.625)
+    # 0.375; three trials have all 8 now (0.5, 0.625 and this one): the best 2 go on, i.e. at least 0.5
+    assert _decide(study2, pruner, [0, 0, 0, 0, 1, 1, 1, 0]) is True
 
 
 def test_shared_order_keeps_every_prefix_near_the_label_mix():
