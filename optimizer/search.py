@@ -285,7 +285,7 @@ class PairedHalvingPruner(optuna.pruners.BasePruner):
         return means[0] < threshold - 1e-12
 
 
-def shared_order(validation: list[Example], seed: int, *, stratify: bool = False) -> list[int]:
+def shared_validation_order(validation: list[Example], seed: int, *, stratify: bool = False) -> list[int]:
     """The one order in which every trial of a halving study walks the validation split (seeded).
 
     With ``stratify`` (classification), each label's examples are shuffled and interleaved so that every
@@ -603,10 +603,11 @@ class Search:
         self.grace = grace
         self.poll = poll
         self.call_cap = call_cap  # LM calls all trials together may make (None: no cap)
-        # halving: every trial walks validation in one order and reports example k of it at step k;
-        # else each trial has its own order and reports an example under its index (Wilcoxon pairs by index)
-        self.shared_order = shared_order
-        self.stratify = stratify  # the shared order keeps every prefix's label mix close to the split's
+        # halving: every trial walks validation in one order (label-stratified with ``stratify``) and reports
+        # example k of it at step k; else each trial has its own order and reports an example under its
+        # index (Wilcoxon pairs by index)
+        self.shared_order = (shared_validation_order(validation, seed, stratify=stratify) if shared_order
+                             else None)
         self.capped = False  # the cap was reached: no further trial starts
         self.candidates: dict[int, Candidate] = {}
         self.ran = 0  # trials this process finished (any state)
@@ -627,8 +628,8 @@ class Search:
     def _objective(self, trial: optuna.Trial, slot: int) -> tuple[dict[str, Any], float]:
         cand = self._suggest(trial)
         self.candidates[trial.number] = cand
-        if self.shared_order:
-            order = shared_order(self.validation, self.seed, stratify=self.stratify)
+        if self.shared_order is not None:
+            order = self.shared_order
         else:
             order = list(range(len(self.validation)))
             random.Random(f"{self.seed}:trial:{slot}").shuffle(order)
@@ -654,7 +655,7 @@ class Search:
                     continue
                 scores.append(out.score)
                 parse_failures += int(not out.parsed)
-                trial.report(out.score, pos if self.shared_order else idx)
+                trial.report(out.score, idx if self.shared_order is None else pos)
                 self.on_event("example", number=trial.number)
                 if trial.should_prune():
                     pruned = True

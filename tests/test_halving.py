@@ -11,7 +11,8 @@ from fakes import ScriptedBackend
 from optimizer.data import Example, make_splits
 from optimizer.engine import RunOptions, optimize
 from optimizer.errors import ConfigError
-from optimizer.search import PairedHalvingPruner, shared_order
+from optimizer.search import PairedHalvingPruner
+from optimizer.search import shared_validation_order as shared_order
 
 
 def scripted_for(task):
