@@ -10,8 +10,11 @@ Two modes:
   "latency server" of the concurrency and worker benchmarks: it serves any
   number of calls in parallel, so what is measured is the client.
 
-Faults, drawn per request from a seeded RNG with the given rates, or taken in
-order from ``script`` (a list of kinds, for exact tests):
+Faults, drawn per request with the given rates, or taken in order from
+``script`` (a list of kinds, for exact tests). A drawn fault is a function of
+``seed``, the request body and how many times that body was seen before, not of
+arrival order, so a test with concurrent clients gets the same faults on every
+run (each attempt of one request draws afresh):
 
     429       HTTP 429 with ``Retry-After: <retry_after>``
     500       HTTP 500
@@ -71,7 +74,8 @@ class FaultProxy:
         self.slow_seconds = slow_seconds
         self.api_key = api_key
         self.answers = answers
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.seen: Counter = Counter()  # request-body digest -> attempts so far
         self.lock = threading.Lock()
         self.stats: Counter = Counter()
         self.in_flight = 0
@@ -109,14 +113,17 @@ class FaultProxy:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _draw(self, path: str) -> str:
+    def _draw(self, path: str, raw: bytes) -> str:
         with self.lock:
             if not path.endswith(("/completions",)):
                 return "ok"
             if self.script:
                 kind = self.script.pop(0)
             else:
-                x = self.rng.random()
+                digest = hashlib.sha256(raw).hexdigest()
+                attempt = self.seen[digest]
+                self.seen[digest] += 1
+                x = random.Random(f"{self.seed}:{digest}:{attempt}").random()
                 kind = "ok"
                 acc = 0.0
                 for k in KINDS:
@@ -196,7 +203,7 @@ class FaultProxy:
                     self._send(401, json.dumps({"error": {"message": "Invalid API key", "type": "invalid_request_error",
                                                           "code": "invalid_api_key"}}).encode())
                     return
-                kind = proxy._draw(self.path)
+                kind = proxy._draw(self.path, raw)
                 if proxy.latency:
                     time.sleep(proxy.latency)
                 if kind == "429":
