@@ -9,7 +9,9 @@ counted and cached the same way; DSPy's optimizers reach it through a DSPy LM en
     seed         the seed prompt, zero-shot
     random       the seed instruction with k random labeled demos (k = 4)
     bfrs         dspy.BootstrapFewShotWithRandomSearch (4 bootstrapped + 4 labeled, 6 candidates); it takes
-                 no seed (its candidate seeds are fixed), so it runs for seed 0 only
+                 no seed (its candidate seeds are fixed), so for seed s > 0 its train set is handed over
+                 shuffled by random.Random(s) (seed 0: in the split's order), which changes its labeled
+                 demos and every candidate's bootstrap sample as a seed would
     mipro_light  dspy.MIPROv2(auto="light")
     mipro_medium dspy.MIPROv2(auto="medium")
     gepa         dspy.GEPA (reflection LM: the task's LM profile on its own backend, 256 tokens, unless
@@ -148,8 +150,11 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
             opt = dspy.BootstrapFewShotWithRandomSearch(metric=dspy_metric(task, metric), max_bootstrapped_demos=4,
                                                         max_labeled_demos=4, num_candidate_programs=6,
                                                         num_threads=1)
+            # BFRS has no seed parameter: its randomness is a function of the train order, so a seed
+            # permutes that (seed 0 keeps the split's order, as the first rows ran)
+            bfrs_train = train if seed == 0 else random.Random(seed).sample(train, len(train))
             with quiet():
-                prog = opt.compile(build_program(task), trainset=train, valset=val)
+                prog = opt.compile(build_program(task), trainset=bfrs_train, valset=val)
             cand = program_to_candidate(task, prog)
         elif method.startswith("mipro"):
             opt = dspy.MIPROv2(metric=dspy_metric(task, metric), auto=method.split("_")[1], seed=seed,
@@ -355,10 +360,6 @@ def main():
                     continue
                 if method == "majority" and not task.label_set:
                     print(f"{name} seed {seed} majority: skipped (not a classification task)", flush=True)
-                    continue
-                if method == "bfrs" and seed != 0:  # DSPy's BFRS takes no seed: its random search is fixed
-                    print(f"{name} seed {seed} bfrs: skipped (BootstrapFewShotWithRandomSearch has no seed; "
-                          "every seed repeats seed 0)", flush=True)
                     continue
                 row = run_method(method, task, seed, splits, profile, cache, budget, args)
                 rows.append(row)
