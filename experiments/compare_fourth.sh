@@ -10,10 +10,6 @@
 # same command continues a cut-short run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-experiments/results/compare}
-run() { .venv/bin/python experiments/compare.py --tasks "$1" --seeds $2 --methods $3 --out "$OUT" --resume "${@:4}"; }
-sizes() {
-  case "$1" in bbh_*) echo --val 60 --test 100 ;; gsm8k) echo --train 100 --val 40 --test 100 ;; *) echo ;; esac
-}
+source experiments/compare_lib.sh
 run gsm8k 2 "mipro_light ours@small-model" $(sizes gsm8k)
 for task in bbh_navigate bbh_sports sst2 trec ag_news; do run "$task" "1 2" bfrs $(sizes "$task"); done

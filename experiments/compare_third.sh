@@ -14,11 +14,7 @@
 # are skipped, so the same command continues a cut-short run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-experiments/results/compare}
-run() { .venv/bin/python experiments/compare.py --tasks "$1" --seeds $2 --methods $3 --out "$OUT" --resume "${@:4}"; }
-sizes() {
-  case "$1" in bbh_*) echo --val 60 --test 100 ;; gsm8k) echo --train 100 --val 40 --test 100 ;; *) echo ;; esac
-}
+source experiments/compare_lib.sh
 for task in sst2 trec ag_news bbh_navigate bbh_sports; do run "$task" "0 1 2" majority $(sizes "$task"); done
 run gsm8k 0 "seed random mipro_light ours@small-model" $(sizes gsm8k)
 run sst2 0 mipro_medium
