@@ -264,7 +264,8 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
             demos = demo_pool(sctx, task.optimizer.demo_sets, max_demos, task.optimizer.selectors) if max_demos else []
             phases["bootstrap"] = (backend.usage - u1).to_dict()
             space = SearchSpace([(p.text, p.origin) for p in pool], demos, max_demos,
-                                scorings, task.optimizer.demo_orders, task.optimizer.start)
+                                scorings, task.optimizer.demo_orders, task.optimizer.start,
+                                task.optimizer.start_demos)
             notes = {"proposer_notes": pctx.notes, "selector_notes": sctx.notes}
             setup = {"task": task.task, "seed": seed, "data": data_id, "n_trials": n_trials,
                      "validation": len(splits.validation), "optimizer_version": __version__,

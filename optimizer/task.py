@@ -164,9 +164,10 @@ class OptimizerSpec(_Strict):
     # the winner: the best validation mean, or the shortest prompt within the best's 95% interval
     pick: Literal["best", "shortest"] = "best"
     # the first trial, the incumbent later trials race against: the seed prompt, or the seed instruction
-    # with up to 4 demos of the first fixed demo set (the seed prompt then runs second, and is pruned
+    # with start_demos demos of the first fixed demo set (the seed prompt then runs second, and is pruned
     # early when it is weak, as a zero-shot prompt on a small base model is)
     start: Literal["seed", "demos"] = "seed"
+    start_demos: int | None = Field(default=None, ge=1)  # demos of the `start: demos` trial (None: max_demos)
 
 
 class TaskSpec(_Strict):

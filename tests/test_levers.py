@@ -146,15 +146,19 @@ def test_search_call_cap_holds_and_the_run_still_reports_test(tmp_path):
 
 
 def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_path):
-    def run(start):
+    def run(start, **kw):
         task = sst2_task(trials=4, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=6,
-                         validation=40, min_examples=14, prune_p=0.2, start=start)
-        res = optimize(task, RunOptions(out=tmp_path / start, backend=scripted_for(task), seed=0))
-        return res.summary, [json.loads(x) for x in (tmp_path / start / "trials.jsonl").read_text().splitlines()]
+                         validation=40, min_examples=14, prune_p=0.2, start=start, **kw)
+        out = tmp_path / f"{start}{kw.get('start_demos', '')}"
+        res = optimize(task, RunOptions(out=out, backend=scripted_for(task), seed=0))
+        return res.summary, [json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines()]
 
     s, recs = run("demos")
     by_slot = {r["slot"]: r for r in recs}
-    assert by_slot[0]["params"]["n_demos"] == 4 and by_slot[0]["params"]["instruction"] == 0
+    # the first trial takes the whole first fixed set (max_demos) unless start_demos says fewer
+    assert by_slot[0]["params"]["n_demos"] == 6 and by_slot[0]["params"]["instruction"] == 0
+    _, recs4 = run("demos", start_demos=4)
+    assert next(r for r in recs4 if r["slot"] == 0)["params"]["n_demos"] == 4
     assert by_slot[0]["state"] == "complete" and by_slot[0]["examples"] == 40
     assert by_slot[1]["params"]["n_demos"] == 0 and by_slot[1]["params"]["instruction"] == 0  # the seed prompt
     assert by_slot[1]["state"] == "pruned" and by_slot[1]["examples"] < 40
@@ -164,8 +168,13 @@ def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_pat
     assert first["params"]["n_demos"] == 0 and first["state"] == "complete" and first["examples"] == 40
     assert s0["baseline"]["val"] == s["baseline"]["val"]
     # the setting is stored with the study's space, so other workers and resumes use the same slots
-    assert SearchSpace.from_description({**json.loads((tmp_path / "demos" / "candidates.json").read_text())},
-                                        make_splits(sst2_task(validation=40)).train).start == "demos"
+    desc = json.loads((tmp_path / "demos" / "candidates.json").read_text())
+    space = SearchSpace.from_description(desc, make_splits(sst2_task(validation=40)).train)
+    assert (space.start, space.start_demos) == ("demos", 6)
+    # a study described before start_demos existed started with 4 demos, and resumes that way
+    old = SearchSpace.from_description({k: v for k, v in desc.items() if k != "start_demos"},
+                                       make_splits(sst2_task(validation=40)).train)
+    assert old.start_params()["n_demos"] == 4
 
 
 def test_scoring_as_a_search_dimension_finds_calibration(tmp_path):
