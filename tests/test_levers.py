@@ -169,11 +169,11 @@ def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_pat
     assert s0["baseline"]["val"] == s["baseline"]["val"]
     # the setting is stored with the study's space, so other workers and resumes use the same slots
     desc = json.loads((tmp_path / "demos" / "candidates.json").read_text())
-    space = SearchSpace.from_description(desc, make_splits(sst2_task(validation=40)).train)
+    train = make_splits(sst2_task(validation=40)).train
+    space = SearchSpace.from_description(desc, train)
     assert (space.start, space.start_demos) == ("demos", 6)
     # a study described before start_demos existed started with 4 demos, and resumes that way
-    old = SearchSpace.from_description({k: v for k, v in desc.items() if k != "start_demos"},
-                                       make_splits(sst2_task(validation=40)).train)
+    old = SearchSpace.from_description({k: v for k, v in desc.items() if k != "start_demos"}, train)
     assert old.start_params()["n_demos"] == 4
 
 
