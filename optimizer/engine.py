@@ -265,7 +265,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
             phases["bootstrap"] = (backend.usage - u1).to_dict()
             space = SearchSpace([(p.text, p.origin) for p in pool], demos, max_demos,
                                 scorings, task.optimizer.demo_orders, task.optimizer.start,
-                                task.optimizer.start_demos)
+                                task.optimizer.start_demos, task.optimizer.readouts != "searched")
             notes = {"proposer_notes": pctx.notes, "selector_notes": sctx.notes}
             setup = {"task": task.task, "seed": seed, "data": data_id, "n_trials": n_trials,
                      "validation": len(splits.validation), "optimizer_version": __version__,
@@ -292,6 +292,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
                         trial_log=run.append_trial, exclusive=exclusive, worker_id=run.meta["worker"],
                         max_failure_rate=opts.max_failure_rate, grace=opts.grace,
                         shared_order=task.optimizer.racing == "halving", stratify=bool(task.label_set),
+                        readout_after=min(task.optimizer.min_examples, len(splits.validation)),
                         call_cap=None if opts.search_calls is None
                         else max(0, opts.search_calls - int(setup.get("setup_calls", 0))))
         u3 = backend.usage
@@ -465,7 +466,7 @@ def _stopped(task: TaskSpec, run: RunDir, evaluator: Evaluator, study, search: S
     best, best_trial = baseline, None
     if complete and space is not None:
         best_trial = pick_best(complete, task.optimizer.pick)
-        best = space.of_params(best_trial.params)
+        best = space.of_trial(best_trial)
     base_trial = next((t for t in complete if trial_slot(t) == 0), None)
 
     def describe(c: Candidate, trial) -> dict[str, Any]:

@@ -17,6 +17,9 @@ Label-likelihood scoring (``candidate.scoring`` ``likelihood`` or ``calibrated``
 classification tasks, completion prompts): the same prompt asks for one token with
 its top-k log-probabilities and the answer is the best label (``optimizer.scoring``);
 ``calibrated`` first scores a content-free input once per candidate and subtracts it.
+Both readouts of one prompt read the same response: the label log-probabilities are kept
+per (prompt, example), so scoring a prompt under the second readout costs only its
+calibration call (the search's joint readouts rely on this).
 
 A call that still fails after the backend's retries (``LMCallFailed``) becomes
 a failed ``Outcome`` when the caller tolerates failures (a search trial counts
@@ -91,6 +94,8 @@ class Evaluator:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self._memo: dict[tuple[str, str], Outcome] = {}
+        # label log-probabilities per (prompt, example): likelihood and calibrated read the same response
+        self._labels: dict[tuple[str, str], tuple[dict[str, float], LMResponse]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
         self._pool_lock = threading.Lock()
@@ -175,11 +180,16 @@ class Evaluator:
                           fix="use an endpoint whose /v1/completions returns logprobs, or scoring: [generate]")
         return label_logprobs(resp.logprobs[0], self.task.label_set or [])
 
+    @staticmethod
+    def readout_base(candidate: Candidate) -> Candidate:
+        """The prompt of a label-scored candidate, whatever its readout (one LM request per example)."""
+        return Candidate(candidate.instruction, candidate.demos, scoring="likelihood", knn=candidate.knn)
+
     def calibration(self, candidate: Candidate) -> dict[str, float] | None:
         """Contextual calibration offsets (label log-probabilities on a content-free input), once per candidate."""
         if candidate.scoring != "calibrated":
             return None
-        base = Candidate(candidate.instruction, candidate.demos, scoring="likelihood", knn=candidate.knn)
+        base = self.readout_base(candidate)
         with self._calibration_lock:
             hit = self._calibration.get(base.key)
             if hit is None:
@@ -211,8 +221,13 @@ class Evaluator:
             values, ok = parse_response(self.adapter, sig, resp.text)
         else:
             offsets = self.calibration(candidate)
-            resp = self.backend.complete(req)
-            label = pick_label(self._label_scores(resp), offsets)
+            lkey = (self.readout_base(candidate).key, example.id)
+            got = self._labels.get(lkey)
+            if got is None:  # the other readout of this prompt has not asked for this example yet
+                resp = self.backend.complete(req)
+                got = self._labels[lkey] = (self._label_scores(resp), resp)
+            scores, resp = got
+            label = pick_label(scores, offsets)
             values, ok = {self.task.output.name: label or ""}, label is not None
             resp = dataclasses.replace(resp, text=label or "")
         score = float(self.metric(example, values))

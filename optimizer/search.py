@@ -65,6 +65,7 @@ from .program import Candidate
 
 ATTR = "optimizer:"  # prefix of the study and trial attributes this module owns
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+LABEL_READOUTS = ("likelihood", "calibrated")  # scorings read off the same label log-probabilities
 
 
 @dataclass
@@ -78,6 +79,13 @@ class SearchSpace:
     # instruction with the first fixed demo set's first start_demos demos; the seed prompt then runs as slot 1)
     start: str = "seed"
     start_demos: int | None = None  # None: max_demos (studies described before this field started with 4)
+    # label readouts read jointly: a trial scores its prompt under every scoring from the same responses and
+    # keeps the better one (no scoring parameter); only when every scoring is a label readout
+    joint: bool = False
+
+    @property
+    def joint_readouts(self) -> bool:
+        return self.joint and len(self.scorings) > 1 and all(s in LABEL_READOUTS for s in self.scorings)
 
     def candidate(self, instruction: int, demo_set: int, n_demos: int, scoring: str | None = None,
                   order: int = 0) -> Candidate:
@@ -101,17 +109,20 @@ class SearchSpace:
                                        "n_demos": knn or len(demos), "order": order if len(demos) > 1 else 0,
                                        "scoring": scoring}, scoring=scoring, knn=knn)
 
-    def of_params(self, p: dict[str, Any]) -> Candidate:
-        """The candidate of a trial's parameters."""
-        return self.candidate(p["instruction"], p.get("demo_set", 0), p.get("n_demos", 0), p.get("scoring"),
-                              p.get("order", 0))
+    def of_params(self, p: dict[str, Any], readout: str | None = None) -> Candidate:
+        """The candidate of a trial's parameters (``readout``: the scoring a joint-readout trial kept)."""
+        return self.candidate(p["instruction"], p.get("demo_set", 0), p.get("n_demos", 0),
+                              readout or p.get("scoring"), p.get("order", 0))
+
+    def of_trial(self, t: optuna.trial.FrozenTrial) -> Candidate:
+        return self.of_params(t.params, t.user_attrs.get(ATTR + "readout"))
 
     def describe(self) -> dict[str, Any]:
         return {"instructions": [{"index": i, "origin": o, "text": t} for i, (t, o) in enumerate(self.instructions)],
                 "demo_sets": [{"index": i, "selector": s, "ids": [e.id for e in exs]}
                               for i, (s, exs) in enumerate(self.demo_sets)],
                 "max_demos": self.max_demos, "scorings": list(self.scorings), "orders": self.orders,
-                "start": self.start, "start_demos": self.start_demos or self.max_demos}
+                "start": self.start, "start_demos": self.start_demos or self.max_demos, "joint": self.joint}
 
     @property
     def has_demos(self) -> bool:
@@ -122,7 +133,7 @@ class SearchSpace:
         p: dict[str, Any] = {"instruction": 0}
         if self.has_demos:
             p.update(demo_set=0, n_demos=0)
-        if len(self.scorings) > 1:
+        if len(self.scorings) > 1 and not self.joint_readouts:
             p["scoring"] = self.scorings[0]
         if self.has_demos and self.orders > 1:
             p["order"] = 0
@@ -161,7 +172,7 @@ class SearchSpace:
             sets.append((s["selector"], [by_id[i] for i in s["ids"]]))
         return cls([(i["text"], i["origin"]) for i in d["instructions"]], sets, int(d["max_demos"]),
                    list(d.get("scorings") or ["generate"]), int(d.get("orders", 1)), str(d.get("start", "seed")),
-                   int(d.get("start_demos", 4)))
+                   int(d.get("start_demos", 4)), bool(d.get("joint", False)))
 
 
 # ------------------------------------------------------------------------- sampler
@@ -590,7 +601,7 @@ class Search:
                  trial_log: Callable[[dict[str, Any]], None] | None = None, exclusive: bool = True,
                  worker_id: str | None = None, max_failure_rate: float = 0.1, max_slot_attempts: int = 3,
                  heartbeat: float = 5.0, grace: float = 60.0, poll: float = 1.0, call_cap: int | None = None,
-                 shared_order: bool = False, stratify: bool = False):
+                 shared_order: bool = False, stratify: bool = False, readout_after: int = 16):
         self.study = study
         self.storage = study._storage
         self.space = space
@@ -612,6 +623,7 @@ class Search:
         # index (Wilcoxon pairs by index)
         self.shared_order = (shared_validation_order(validation, seed, stratify=stratify) if shared_order
                              else None)
+        self.readout_after = max(1, readout_after)  # examples that choose a joint-readout trial's readout
         self.capped = False  # the cap was reached: no further trial starts
         self.candidates: dict[int, Candidate] = {}
         self.ran = 0  # trials this process finished (any state)
@@ -626,11 +638,22 @@ class Search:
             k = trial.suggest_int("n_demos", 0, self.space.max_demos)
             if self.space.orders > 1:  # always suggested (no conditional space); ignored below 2 demos
                 o = trial.suggest_int("order", 0, self.space.orders - 1)
-        sc = trial.suggest_categorical("scoring", self.space.scorings) if len(self.space.scorings) > 1 else None
+        sc = (trial.suggest_categorical("scoring", self.space.scorings)
+              if len(self.space.scorings) > 1 and not self.space.joint_readouts else None)
         return self.space.candidate(i, d, k, sc, o)
 
     def _objective(self, trial: optuna.Trial, slot: int) -> tuple[dict[str, Any], float]:
         cand = self._suggest(trial)
+        # joint readouts: the same responses scored under every label readout; the first readout_after
+        # examples choose the one the trial reports (racing cannot prune before them), and a trial that
+        # completes keeps the readout with the best mean over the whole split
+        readouts = [cand] + ([dataclasses.replace(cand, scoring=sc, origin={**cand.origin, "scoring": sc})
+                              for sc in self.space.scorings if sc != cand.scoring]
+                             if self.space.joint_readouts else [])
+        per: dict[str, list[float]] = {c.scoring: [] for c in readouts}
+        chosen = cand.scoring if len(readouts) == 1 else None
+        steps: list[int] = []
+        unreported = 0
         self.candidates[trial.number] = cand
         if self.shared_order is not None:
             order = self.shared_order
@@ -639,7 +662,6 @@ class Search:
             random.Random(f"{self.seed}:trial:{slot}").shuffle(order)
         usage0 = self.evaluator.backend.usage
         t0 = time.perf_counter()
-        scores: list[float] = []
         parse_failures = failed = attempted = 0
         allowed = math.floor(self.max_failure_rate * len(order))
         last_error = None
@@ -657,19 +679,38 @@ class Search:
                         too_many = True
                         break
                     continue
-                scores.append(out.score)
+                per[cand.scoring].append(out.score)
+                for other in list(readouts[1:]):  # no LM call: the response is the one just scored
+                    try:
+                        per[other.scoring].append(self.evaluator.run_one(other, self.validation[idx]).score)
+                    except LMCallFailed:  # its calibration call failed: this trial reads the first readout
+                        readouts.remove(other)
+                        del per[other.scoring]
                 parse_failures += int(not out.parsed)
-                trial.report(out.score, idx if self.shared_order is None else pos)
+                steps.append(idx if self.shared_order is None else pos)
+                unreported += 1
                 self.on_event("example", number=trial.number)
-                if trial.should_prune():
-                    pruned = True
-                    break
+                if chosen is None and (len(steps) >= self.readout_after or len(readouts) == 1):
+                    chosen = _best_readout(per, [c.scoring for c in readouts])
+                if chosen is not None:
+                    unreported = self._report(trial, per[chosen], steps, unreported)
+                    if trial.should_prune():
+                        pruned = True
+                        break
                 if self.call_cap is not None and attempted < len(order) and \
                         spent_before + (self.evaluator.backend.usage - usage0).calls >= self.call_cap:
                     pruned = self.capped = True  # out of search budget: cut short, never the winner
                     break
         finally:
             gen.close()
+        names = [c.scoring for c in readouts]
+        if chosen is None or (not pruned and not too_many and len(names) > 1):
+            chosen = _best_readout(per, names, prefer=chosen)
+        if unreported:  # cut short before the readout was chosen
+            self._report(trial, per[chosen], steps, unreported)
+        scores = per[chosen]
+        cand = next(c for c in readouts if c.scoring == chosen)
+        self.candidates[trial.number] = cand
         used = self.evaluator.backend.usage - usage0
         mean = sum(scores) / len(scores) if scores else float("nan")
         state = "failed" if (too_many or not scores) else "pruned" if pruned else "complete"
@@ -680,6 +721,10 @@ class Search:
                "completion_tokens": used.completion_tokens, "seconds": round(time.perf_counter() - t0, 3),
                "instruction_origin": cand.origin.get("instruction_origin"),
                "demo_selector": cand.origin.get("demo_selector"), "prompt_words": self.evaluator.prompt_tokens(cand)}
+        if len(per) > 1:
+            rec["readouts"] = {k: round(sum(v) / len(v), 6) if v else None for k, v in per.items()}
+            rec["readout"] = chosen
+            trial.set_user_attr(ATTR + "readout", chosen)
         if state == "failed":
             rec["error"] = last_error
         if self.capped and pruned:
@@ -692,6 +737,13 @@ class Search:
         trial.set_user_attr("prompt_words", rec["prompt_words"])
         trial.set_user_attr(ATTR + "record", rec)
         return rec, mean
+
+    @staticmethod
+    def _report(trial: optuna.Trial, scores: list[float], steps: list[int], unreported: int) -> int:
+        """Reports the last ``unreported`` scores under their steps; returns 0 (nothing left unreported)."""
+        for j in range(len(steps) - unreported, len(steps)):
+            trial.report(scores[j], steps[j])
+        return 0
 
     def _run_slot(self, frozen: optuna.trial.FrozenTrial) -> dict[str, Any]:
         tid = frozen._trial_id
@@ -866,7 +918,14 @@ class Search:
         return pareto_front([t for t in self.study.trials if t.state == TrialState.COMPLETE])
 
     def candidate_for(self, trial: optuna.trial.FrozenTrial) -> Candidate:
-        return self.space.of_params(trial.params)
+        return self.space.of_trial(trial)
+
+
+def _best_readout(per: dict[str, list[float]], names: list[str], prefer: str | None = None) -> str:
+    """The readout with the highest mean so far (ties: ``prefer``, then the first in ``names``)."""
+    def mean(n: str) -> float:
+        return sum(per[n]) / len(per[n]) if per[n] else -math.inf
+    return max(names, key=lambda n: (round(mean(n), 9), n == prefer, -names.index(n)))
 
 
 def _rank(t: optuna.trial.FrozenTrial) -> tuple:

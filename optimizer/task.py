@@ -160,6 +160,10 @@ class OptimizerSpec(_Strict):
     # auto: likelihood and calibrated for classification with completion prompts, else generate
     scoring: list[Literal["generate", "likelihood", "calibrated", "auto"]] = Field(
         default_factory=lambda: ["generate"], min_length=1)
+    # label readouts (likelihood, calibrated) of one prompt come from the same LM responses: joint (None, the
+    # default) scores every trial under each and keeps the better one, at one calibration call's cost;
+    # searched makes the readout a search dimension like any other (joint needs label readouts only)
+    readouts: Literal["joint", "searched"] | None = None
     demo_orders: int = Field(default=1, ge=1, le=16)  # orders tried per demo set (1: as selected)
     # the winner: the best validation mean, or the shortest prompt within the best's 95% interval
     pick: Literal["best", "shortest"] = "best"

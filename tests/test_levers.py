@@ -47,9 +47,10 @@ def test_likelihood_and_calibration_on_a_biased_model():
     assert all(o.prediction["sentiment"] == "negative" for o in lik.outcomes)
     assert lik.mean == pytest.approx(1 - len(gold_pos) / len(val))
     assert cal.mean == 1.0 and all(o.parsed for o in cal.outcomes)
-    # one content-free call per candidate, then one call per example; the request asks for 1 token + logprobs
+    # one call per example, read by both readouts (the second costs only its content-free calibration call);
+    # the request asks for 1 token + logprobs
     n_calls = backend.usage.calls
-    assert n_calls == 2 * len(val) + 1
+    assert n_calls == len(val) + 1
     req = ev.request(Candidate(task.instruction, scoring="calibrated"), val[0].inputs)
     assert req.max_tokens == 1 and req.logprobs and req.stop == ()
     offsets = ev.calibration(Candidate(task.instruction, scoring="calibrated"))
@@ -188,6 +189,41 @@ def test_scoring_as_a_search_dimension_finds_calibration(tmp_path):
     study = optuna.load_study(study_name="sst2-seed0", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     assert {t.params.get("scoring") for t in study.trials} >= {"calibrated"}
     assert s["pareto"] and s["pareto"][-1]["val"] == 1.0
+
+
+def test_joint_readouts_score_each_prompt_under_both_readouts_from_one_pass(tmp_path):
+    def run(readouts):
+        task = sst2_task(trials=6, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=1,
+                         scoring=["likelihood", "calibrated"], validation=24, prune=False, readouts=readouts)
+        out = tmp_path / str(readouts)
+        res = optimize(task, RunOptions(out=out, backend=scripted_for(task), seed=0))
+        return res, [json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines()]
+
+    res, recs = run(None)  # the default: joint
+    assert all("scoring" not in r["params"] for r in recs)  # the readout is not a search dimension
+    for r in recs:  # the biased model: calibration fixes every answer, the raw likelihood misses positives
+        assert r["readouts"]["calibrated"] == 1.0 > r["readouts"]["likelihood"] and r["readout"] == "calibrated"
+        assert r["score"] == 1.0 and r["lm_calls"] <= 24 + 1  # one pass, plus one calibration call
+    assert res.best.scoring == "calibrated" and res.summary["best"]["scoring"] == "calibrated"
+    assert json.loads((tmp_path / "None" / "candidates.json").read_text())["joint"] is True
+
+    searched, srecs = run("searched")
+    assert all("scoring" in r["params"] and "readouts" not in r for r in srecs)
+    assert srecs[0]["params"]["scoring"] == "likelihood" and srecs[0]["score"] < 1.0  # the seed slot's readout
+
+
+def test_a_joint_trial_chooses_its_readout_on_the_first_examples_and_reports_it(tmp_path):
+    task = sst2_task(trials=3, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=1,
+                     scoring=["likelihood", "calibrated"], validation=40, min_examples=10)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=scripted_for(task), seed=0))
+    study = optuna.load_study(study_name="sst2-seed0", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    for t in study.trials:
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            continue
+        assert t.user_attrs["optimizer:readout"] == "calibrated"
+        # every step is reported, under the chosen readout (calibration: all right)
+        assert len(t.intermediate_values) == 40 and set(t.intermediate_values.values()) == {1.0}
+    assert res.best.scoring == "calibrated"
 
 
 def test_knn_winner_round_trips_through_the_run_directory(tmp_path):

@@ -50,6 +50,29 @@ def test_likelihood_scoring_on_the_embedded_model_always_answers_a_label(small):
     assert lik.mean > gen.mean + 0.2 and cal.mean > gen.mean + 0.2
 
 
+def test_both_readouts_of_a_prompt_come_from_one_pass_on_the_embedded_model(small):
+    task, splits = small
+    profile = resolve_lm(task, None)
+    val = splits.validation
+    demos = tuple(splits.train[:4])
+    joint_be = create_backend(profile, cache=False)
+    joint = make_evaluator(task, profile, joint_be)
+    lik = joint.evaluate(Candidate(task.instruction, demos, scoring="likelihood"), val)
+    cal = joint.evaluate(Candidate(task.instruction, demos, scoring="calibrated"), val)
+    assert joint_be.usage.calls == len(val) + 1  # the second readout costs its content-free call only
+    joint_be.close()
+    alone_be = create_backend(profile, cache=False)  # the calibrated readout on its own, on a fresh evaluator
+    alone = make_evaluator(task, profile, alone_be).evaluate(Candidate(task.instruction, demos, scoring="calibrated"),
+                                                              val)
+    alone_be.close()
+    # llama.cpp's logits move slightly with what its prompt cache held before (the calibration call ran
+    # first here, last above): near-tied labels can flip, so agreement, not identity
+    same = sum(a.prediction == b.prediction for a, b in zip(cal.outcomes, alone.outcomes))
+    print(f"calibrated readout: {same}/{len(val)} answers equal; means {cal.mean:.3f} / {alone.mean:.3f}")
+    assert same >= 0.9 * len(val) and abs(cal.mean - alone.mean) <= 0.1
+    assert lik.outcomes and all(o.parsed for o in lik.outcomes if o.prediction["sentiment"])
+
+
 def test_likelihood_through_a_real_server_agrees_with_in_process(small, llama_server):
     task, splits = small
     local = create_backend(resolve_lm(task, None), cache=False)
