@@ -10,7 +10,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/compare_lib.sh
-for seed in 0 1 2; do
-  for task in sst2 trec ag_news bbh_navigate bbh_sports; do run "$task" "$seed" ours@small-model $(sizes "$task"); done
-done
+ours_classification
 run ag_news "1 2" bfrs

@@ -11,8 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/compare_lib.sh
-for seed in 0 1 2; do
-  for task in sst2 trec ag_news bbh_navigate bbh_sports; do run "$task" "$seed" ours@small-model $(sizes "$task"); done
-done
+ours_classification
 # MIPROv2 medium (above light's budget; for reference) on the other classification tasks, seed 0
 for task in trec ag_news bbh_navigate bbh_sports; do run "$task" 0 mipro_medium $(sizes "$task"); done

@@ -19,6 +19,7 @@ from .plain_client import label_scores
 TOP_K = 20
 CONTENT_FREE = "N/A"
 SCORINGS = ("generate", "likelihood", "calibrated")
+LABEL_READOUTS = SCORINGS[1:]  # read off the same label log-probabilities of one response
 
 
 def content_free_inputs(names: list[str]) -> dict[str, str]:

@@ -62,10 +62,10 @@ from .errors import ConfigError, StorageError
 from .evaluate import Evaluator
 from .lm.base import LMCallFailed
 from .program import Candidate
+from .scoring import LABEL_READOUTS
 
 ATTR = "optimizer:"  # prefix of the study and trial attributes this module owns
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-LABEL_READOUTS = ("likelihood", "calibrated")  # scorings read off the same label log-probabilities
 
 
 @dataclass
@@ -652,8 +652,8 @@ class Search:
                              if self.space.joint_readouts else [])
         per: dict[str, list[float]] = {c.scoring: [] for c in readouts}
         chosen = cand.scoring if len(readouts) == 1 else None
-        steps: list[int] = []
-        unreported = 0
+        steps: list[int] = []  # the step of each scored example
+        reported = 0  # of them, how many went to the trial (under the chosen readout)
         self.candidates[trial.number] = cand
         if self.shared_order is not None:
             order = self.shared_order
@@ -688,12 +688,11 @@ class Search:
                         del per[other.scoring]
                 parse_failures += int(not out.parsed)
                 steps.append(idx if self.shared_order is None else pos)
-                unreported += 1
                 self.on_event("example", number=trial.number)
-                if chosen is None and (len(steps) >= self.readout_after or len(readouts) == 1):
-                    chosen = _best_readout(per, [c.scoring for c in readouts])
+                if chosen is None and (len(steps) >= self.readout_after or len(per) == 1):
+                    chosen = _best_readout(per)
                 if chosen is not None:
-                    unreported = self._report(trial, per[chosen], steps, unreported)
+                    reported = _report(trial, per[chosen], steps, reported)
                     if trial.should_prune():
                         pruned = True
                         break
@@ -703,11 +702,9 @@ class Search:
                     break
         finally:
             gen.close()
-        names = [c.scoring for c in readouts]
-        if chosen is None or (not pruned and not too_many and len(names) > 1):
-            chosen = _best_readout(per, names, prefer=chosen)
-        if unreported:  # cut short before the readout was chosen
-            self._report(trial, per[chosen], steps, unreported)
+        if chosen is None or (not pruned and not too_many and len(per) > 1):
+            chosen = _best_readout(per, prefer=chosen)
+        _report(trial, per[chosen], steps, reported)  # what a trial cut short before choosing has left
         scores = per[chosen]
         cand = next(c for c in readouts if c.scoring == chosen)
         self.candidates[trial.number] = cand
@@ -737,13 +734,6 @@ class Search:
         trial.set_user_attr("prompt_words", rec["prompt_words"])
         trial.set_user_attr(ATTR + "record", rec)
         return rec, mean
-
-    @staticmethod
-    def _report(trial: optuna.Trial, scores: list[float], steps: list[int], unreported: int) -> int:
-        """Reports the last ``unreported`` scores under their steps; returns 0 (nothing left unreported)."""
-        for j in range(len(steps) - unreported, len(steps)):
-            trial.report(scores[j], steps[j])
-        return 0
 
     def _run_slot(self, frozen: optuna.trial.FrozenTrial) -> dict[str, Any]:
         tid = frozen._trial_id
@@ -921,11 +911,20 @@ class Search:
         return self.space.of_trial(trial)
 
 
-def _best_readout(per: dict[str, list[float]], names: list[str], prefer: str | None = None) -> str:
-    """The readout with the highest mean so far (ties: ``prefer``, then the first in ``names``)."""
+def _best_readout(per: dict[str, list[float]], prefer: str | None = None) -> str:
+    """The readout with the highest mean so far (ties: ``prefer``, then the first one)."""
+    names = list(per)
+
     def mean(n: str) -> float:
         return sum(per[n]) / len(per[n]) if per[n] else -math.inf
     return max(names, key=lambda n: (round(mean(n), 9), n == prefer, -names.index(n)))
+
+
+def _report(trial: optuna.Trial, scores: list[float], steps: list[int], start: int) -> int:
+    """Reports ``scores[start:]`` under their steps; returns how many are reported now."""
+    for j in range(start, len(steps)):
+        trial.report(scores[j], steps[j])
+    return len(steps)
 
 
 def _rank(t: optuna.trial.FrozenTrial) -> tuple:
