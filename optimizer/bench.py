@@ -55,7 +55,7 @@ from .evaluate import Evaluator
 from .lm import LMBackend, ResponseCache, create_backend, default_cache_dir
 from .lm.profiles import LMProfile
 from .program import Candidate, demo_dicts
-from .scoring import SCORINGS
+from .scoring import SCORINGS, offsets_from_json
 from .stats import bootstrap_ci, mcnemar, paired_bootstrap
 from .task import TaskSpec
 
@@ -214,12 +214,15 @@ def _read_structured(path: Path) -> Any:
                           file=str(path), fix="correct the file's syntax") from None
 
 
-def _export_scoring(doc: dict[str, Any]) -> str:
-    """The scoring an exported artifact reads its answers with (label likelihood, calibrated or not)."""
+def _export_scoring(doc: dict[str, Any]) -> dict[str, Any]:
+    """How an exported artifact reads its answers (generated text, label likelihood, calibrated on a
+    content-free input, or with the batch offsets it carries), as Candidate fields."""
     spec = (doc.get("prompt_optimizer") or doc).get("output_parsing") or {}
     if spec.get("rule") != "label-likelihood":
-        return "generate"
-    return "calibrated" if spec.get("calibration") else "likelihood"
+        return {"scoring": "generate"}
+    if spec.get("calibration") and spec.get("calibration_source") == "validation-batch":
+        return {"scoring": "batch", "offsets": offsets_from_json(spec["calibration"])}
+    return {"scoring": "calibrated" if spec.get("calibration") else "likelihood"}
 
 
 def _from_document(doc: Any, path: Path, task: TaskSpec, evaluator: Evaluator,
@@ -232,17 +235,17 @@ def _from_document(doc: Any, path: Path, task: TaskSpec, evaluator: Evaluator,
         fmt = doc["format"]
         if fmt == "yaml" and doc.get("retrieval"):
             cand = Candidate(str(doc.get("instruction") or ""), demos(doc.get("demo_pool"), where), {"source": where},
-                             scoring=_export_scoring(doc), knn=int(doc["retrieval"].get("k") or 0))
+                             **_export_scoring(doc), knn=int(doc["retrieval"].get("k") or 0))
             return [(doc.get("name"), cand, "export-yaml")]
         if fmt == "yaml":
             cand = Candidate(str(doc.get("instruction") or ""), demos(doc.get("demos"), where), {"source": where},
-                             scoring=_export_scoring(doc))
+                             **_export_scoring(doc))
             if doc.get("template") is not None and evaluator.prompt_text(cand) != doc["template"]:
                 raise ConfigError("instruction and demos do not render to the file's template", file=where,
                                   field="template", fix="re-export the run, or edit instruction/demos only")
             return [(doc.get("name"), cand, "export-yaml")]
         cand = candidate_from_template(task, evaluator, artifact_template(doc, where), where)
-        return [(doc.get("name"), dataclasses.replace(cand, scoring=_export_scoring(doc)), f"export-{fmt}")]
+        return [(doc.get("name"), dataclasses.replace(cand, **_export_scoring(doc)), f"export-{fmt}")]
     if isinstance(doc, dict) and ("signature" in doc or any(isinstance(v, dict) and "signature" in v
                                                              for v in doc.values())):
         from .runread import predictor_state
@@ -250,7 +253,7 @@ def _from_document(doc: Any, path: Path, task: TaskSpec, evaluator: Evaluator,
         state = predictor_state(doc)
         instruction = str((state.get("signature") or {}).get("instructions") or "")
         cand = Candidate(instruction, demos(state.get("demos") or [], where), {"source": where},
-                         scoring=_export_scoring(doc))
+                         **_export_scoring(doc))
         return [(None, cand, "dspy-program")]
     entries: Any
     if isinstance(doc, dict) and "candidates" in doc:
@@ -275,6 +278,10 @@ def _from_document(doc: Any, path: Path, task: TaskSpec, evaluator: Evaluator,
         if scoring not in SCORINGS:
             raise ConfigError(f"unknown scoring {scoring!r}", file=where, field=f"candidates.{i}.scoring",
                               fix=f"use one of {', '.join(SCORINGS)}")
+        if scoring == "batch":
+            raise ConfigError("scoring 'batch' reads offsets estimated in a run", file=where,
+                              field=f"candidates.{i}.scoring", fix="bench the run directory or its export, or use "
+                                                                    "likelihood or calibrated here")
         evaluator.check_scoring(scoring, where=f"candidates.{i}.scoring")
         cand = Candidate(e["instruction"], demos(e.get("demos"), where), {"source": where}, scoring=scoring)
         out.append((e.get("name"), cand, "candidates-file"))

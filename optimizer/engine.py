@@ -50,6 +50,7 @@ from .lm.base import LMCallFailed, LMRequest, Usage
 from .lm.profiles import LMProfile
 from .metrics import build_metric
 from .program import Candidate, default_max_tokens
+from .scoring import LABEL_READOUTS, offsets_to_json
 from .proposers import ProposalContext, instruction_pool
 from .rundir import RunDir, find_resumable, fingerprint
 from .search import (ATTR, Search, SearchSpace, check_setup, connect_study, ensure_slots, open_storage, publish_setup,
@@ -191,7 +192,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
     evaluator = make_evaluator(task, profile, backend)
     emit("backend", usage=lambda: backend.usage)  # lets a progress display read live LM counters
     _check_metric(evaluator, splits)
-    scorings = evaluator.scorings(task.optimizer.scoring)
+    scorings = _scorings(task, evaluator)
     if opts.preflight and opts.backend is None:
         backend.preflight()
         if proposer_backend is not backend:
@@ -422,13 +423,28 @@ def _usage_fields(usage: dict[str, int], phases: dict[str, dict[str, int]], same
             "phases": phases}
 
 
+def _scorings(task: TaskSpec, evaluator: Evaluator) -> list[str]:
+    """The readouts the search uses. Batch calibration's offsets exist only once a trial has scored the
+    whole validation split, so it is one of several joint label readouts (``auto`` leaves it out otherwise)."""
+    scorings = evaluator.scorings(task.optimizer.scoring)
+    if "batch" not in scorings:
+        return scorings
+    others = [s for s in scorings if s != "batch"]
+    if task.optimizer.readouts != "searched" and others and all(s in LABEL_READOUTS for s in others):
+        return scorings
+    if "batch" not in task.optimizer.scoring:  # it came with auto
+        return others
+    raise ConfigError("scoring 'batch' is read jointly with another label readout once a trial has scored the "
+                      "whole validation split", file=str(task.path), field="optimizer.scoring",
+                      fix="list it with likelihood or calibrated (e.g. [likelihood, batch]) and keep readouts: joint")
+
+
 def _scoring_fields(evaluator: Evaluator, c: Candidate) -> dict[str, Any]:
     """How the candidate's answers are read (exported with the prompt): generated text, or label likelihood
     with the calibration offsets it was scored with."""
     out: dict[str, Any] = {"scoring": c.scoring, "demo_order": c.origin.get("order", 0), "knn": c.knn}
-    if c.scoring == "calibrated":
-        out["calibration"] = {k: (round(v, 6) if math.isfinite(v) else None)
-                              for k, v in (evaluator.calibration(c) or {}).items()}
+    if c.scoring in ("calibrated", "batch"):
+        out["calibration"] = offsets_to_json(tuple((evaluator.calibration(c) or {}).items()))
     return out
 
 

@@ -13,13 +13,15 @@ workers, further limited by the backend's adaptive limiter) and yields the
 outcomes **in input order**, so that what the caller does with them (reporting
 to Optuna, pruning decisions) does not depend on timing.
 
-Label-likelihood scoring (``candidate.scoring`` ``likelihood`` or ``calibrated``,
+Label-likelihood scoring (``candidate.scoring`` ``likelihood``, ``calibrated`` or ``batch``,
 classification tasks, completion prompts): the same prompt asks for one token with
 its top-k log-probabilities and the answer is the best label (``optimizer.scoring``);
-``calibrated`` first scores a content-free input once per candidate and subtracts it.
-Both readouts of one prompt read the same response: the label log-probabilities are kept
-per (prompt, example), so scoring a prompt under the second readout costs only its
-calibration call (the search's joint readouts rely on this).
+``calibrated`` first scores a content-free input once per candidate and subtracts it;
+``batch`` subtracts offsets the candidate carries, estimated by ``with_batch_offsets`` on
+inputs already scored (batch calibration). Every readout of one prompt reads the same
+response: the label log-probabilities are kept per (prompt, example), so scoring a prompt
+under another readout costs at most its calibration call (the search's joint readouts rely
+on this).
 
 A call that still fails after the backend's retries (``LMCallFailed``) becomes
 a failed ``Outcome`` when the caller tolerates failures (a search trial counts
@@ -44,7 +46,7 @@ from .lm.base import LMBackend, LMCallFailed, LMRequest, LMResponse
 from .metrics import Metric
 from .program import Candidate, demo_dicts, make_signature
 from .plain_client import KnnIndex, input_text
-from .scoring import TOP_K, content_free_inputs, label_logprobs, pick_label
+from .scoring import TOP_K, batch_offsets, content_free_inputs, label_logprobs, pick_label
 from .task import TaskSpec
 
 
@@ -155,7 +157,7 @@ class Evaluator:
         for s in wanted:
             if s == "auto":
                 fits = bool(self.task.label_set) and self.adapter_kind == "completion"
-                out += ["likelihood", "calibrated"] if fits else ["generate"]
+                out += ["likelihood", "calibrated", "batch"] if fits else ["generate"]
             else:
                 self.check_scoring(s)
                 out.append(s)
@@ -186,7 +188,13 @@ class Evaluator:
         return Candidate(candidate.instruction, candidate.demos, scoring="likelihood", knn=candidate.knn)
 
     def calibration(self, candidate: Candidate) -> dict[str, float] | None:
-        """Contextual calibration offsets (label log-probabilities on a content-free input), once per candidate."""
+        """The offsets subtracted from label log-probabilities: contextual calibration's (label
+        log-probabilities on a content-free input, once per candidate) or the batch offsets the candidate
+        carries; None for the other scorings."""
+        if candidate.scoring == "batch":
+            if not candidate.offsets:
+                raise ValueError("a batch-scored candidate carries its offsets (Evaluator.with_batch_offsets)")
+            return dict(candidate.offsets)
         if candidate.scoring != "calibrated":
             return None
         base = self.readout_base(candidate)
@@ -196,6 +204,19 @@ class Evaluator:
                 resp = self.backend.complete(self.request(base, content_free_inputs(self.task.input_names)))
                 hit = self._calibration[base.key] = self._label_scores(resp)
         return hit
+
+    def with_batch_offsets(self, candidate: Candidate, examples: list[Example]) -> Candidate:
+        """The candidate under batch calibration, its offsets estimated on ``examples`` (their label
+        log-probabilities under this prompt: no call for those already scored under any label readout)."""
+        base = self.readout_base(candidate)
+        rows = []
+        for ex in examples:
+            if (base.key, ex.id) not in self._labels:
+                self.run_one(base, ex)
+            rows.append(self._labels[(base.key, ex.id)][0])
+        offsets = batch_offsets(rows, self.task.label_set or [])
+        return dataclasses.replace(candidate, scoring="batch", offsets=tuple(offsets.items()),
+                                   origin={**candidate.origin, "scoring": "batch"})
 
     def prompt_text(self, candidate: Candidate, inputs: dict[str, Any] | None = None) -> str:
         """The rendered prompt as plain text (placeholders when no inputs are given)."""

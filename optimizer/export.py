@@ -184,12 +184,15 @@ def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
     _, outs = _fields(ev, run)
     best = run.summary.get("best") or {}
     if (best.get("scoring") or "generate") != "generate":
-        offsets = best.get("calibration") if best.get("scoring") == "calibrated" else None
-        return {"rule": "label-likelihood",
+        offsets = best.get("calibration") if best.get("scoring") in ("calibrated", "batch") else None
+        spec = {"rule": "label-likelihood",
                 "description": "request 1 token with logprobs; each label scores the best top-k token that starts "
                                "it, minus its calibration offset; the answer is the best label",
                 "fields": outs, "answer_field": run.task.output.name, "labels": run.task.label_set,
                 "top_logprobs": TOP_K, "calibration": offsets, "metric": run.summary.get("metric")}
+        if offsets is not None:  # where the offsets come from: one content-free input, or the validation inputs
+            spec["calibration_source"] = "validation-batch" if best.get("scoring") == "batch" else "content-free"
+        return spec
     if ev.adapter_kind == "chat":
         rule, text = "chat-fields", "the text after each `[[ ## name ## ]]` marker, stripped"
     elif len(outs) == 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,10 @@ class Candidate:
     instruction: str
     demos: tuple[Example, ...] = ()
     origin: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    scoring: str = "generate"  # "generate" | "likelihood" | "calibrated"
+    scoring: str = "generate"  # "generate" | "likelihood" | "calibrated" | "batch"
     knn: int = 0  # > 0: ``demos`` is a pool; each input gets its ``knn`` most similar pool demos (TF-IDF)
+    # batch scoring: the (label, offset) pairs estimated on the validation inputs, fixed with the prompt
+    offsets: tuple[tuple[str, float], ...] = ()
 
     @property
     def key(self) -> str:
@@ -37,6 +40,8 @@ class Candidate:
             parts.append(self.scoring)
         if self.knn:
             parts.append(self.knn)
+        if self.offsets:
+            parts.append([[lab, round(v, 9) if math.isfinite(v) else None] for lab, v in self.offsets])
         blob = json.dumps(parts)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

@@ -21,6 +21,7 @@ from .data import Example
 from .errors import ConfigError
 from .lm.profiles import LMProfile
 from .program import Candidate
+from .scoring import offsets_from_json
 from .task import TaskSpec, task_from_dict
 
 REQUIRED = ("summary.json", "task.resolved.yaml", "best_program.json")
@@ -128,7 +129,9 @@ class FinishedRun:
             demos = tuple(demo_to_example(self.task, d, i) for d, i in zip(saved, ids))
         origin = {"instruction_origin": info.get("instruction_origin"), "demo_selector": info.get("demo_selector"),
                   "n_demos": len(demos), "run": str(self.path), "which": which}
-        return Candidate(info["instruction"], demos, origin, scoring=info.get("scoring") or "generate", knn=knn)
+        scoring = info.get("scoring") or "generate"
+        offsets = offsets_from_json(info.get("calibration")) if scoring == "batch" else ()
+        return Candidate(info["instruction"], demos, origin, scoring=scoring, knn=knn, offsets=offsets)
 
     def test_predictions(self) -> list[dict[str, Any]]:
         f = self.path / "test_predictions.jsonl"

@@ -62,7 +62,7 @@ from .errors import ConfigError, StorageError
 from .evaluate import Evaluator
 from .lm.base import LMCallFailed
 from .program import Candidate
-from .scoring import LABEL_READOUTS
+from .scoring import BATCH_READOUTS, LABEL_READOUTS, offsets_from_json, offsets_to_json
 
 ATTR = "optimizer:"  # prefix of the study and trial attributes this module owns
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -115,7 +115,9 @@ class SearchSpace:
                               readout or p.get("scoring"), p.get("order", 0))
 
     def of_trial(self, t: optuna.trial.FrozenTrial) -> Candidate:
-        return self.of_params(t.params, t.user_attrs.get(ATTR + "readout"))
+        cand = self.of_params(t.params, t.user_attrs.get(ATTR + "readout"))
+        offsets = t.user_attrs.get(ATTR + "offsets")
+        return dataclasses.replace(cand, offsets=offsets_from_json(offsets)) if offsets else cand
 
     def describe(self) -> dict[str, Any]:
         return {"instructions": [{"index": i, "origin": o, "text": t} for i, (t, o) in enumerate(self.instructions)],
@@ -647,12 +649,15 @@ class Search:
         # joint readouts: the same responses scored under every label readout; the first readout_after
         # examples choose the one the trial reports (racing cannot prune before them), and a trial that
         # completes keeps the readout with the best mean over the whole split
+        # batch calibration needs the whole split's label scores first: read once the trial completes
+        joint = self.space.joint_readouts
         readouts = [cand] + ([dataclasses.replace(cand, scoring=sc, origin={**cand.origin, "scoring": sc})
-                              for sc in self.space.scorings if sc != cand.scoring]
-                             if self.space.joint_readouts else [])
+                              for sc in self.space.scorings if sc != cand.scoring and sc not in BATCH_READOUTS]
+                             if joint else [])
         per: dict[str, list[float]] = {c.scoring: [] for c in readouts}
         chosen = cand.scoring if len(readouts) == 1 else None
         steps: list[int] = []  # the step of each scored example
+        scored: list[int] = []  # its index in the validation split
         reported = 0  # of them, how many went to the trial (under the chosen readout)
         self.candidates[trial.number] = cand
         if self.shared_order is not None:
@@ -688,6 +693,7 @@ class Search:
                         del per[other.scoring]
                 parse_failures += int(not out.parsed)
                 steps.append(idx if self.shared_order is None else pos)
+                scored.append(idx)
                 self.on_event("example", number=trial.number)
                 if chosen is None and (len(steps) >= self.readout_after or len(per) == 1):
                     chosen = _best_readout(per)
@@ -702,7 +708,12 @@ class Search:
                     break
         finally:
             gen.close()
-        if chosen is None or (not pruned and not too_many and len(per) > 1):
+        completed = not pruned and not too_many and bool(scored)
+        if completed and joint and "batch" in self.space.scorings:  # no LM call: offsets off the same scores
+            batch = self.evaluator.with_batch_offsets(cand, [self.validation[i] for i in scored])
+            per["batch"] = [self.evaluator.run_one(batch, self.validation[i]).score for i in scored]
+            readouts.append(batch)
+        if chosen is None or (completed and len(per) > 1):
             chosen = _best_readout(per, prefer=chosen)
         _report(trial, per[chosen], steps, reported)  # what a trial cut short before choosing has left
         scores = per[chosen]
@@ -722,6 +733,8 @@ class Search:
             rec["readouts"] = {k: round(sum(v) / len(v), 6) if v else None for k, v in per.items()}
             rec["readout"] = chosen
             trial.set_user_attr(ATTR + "readout", chosen)
+        if cand.offsets:
+            trial.set_user_attr(ATTR + "offsets", offsets_to_json(cand.offsets))
         if state == "failed":
             rec["error"] = last_error
         if self.capped and pruned:

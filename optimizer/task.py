@@ -156,13 +156,15 @@ class OptimizerSpec(_Strict):
     racing: Literal["wilcoxon", "halving"] = "wilcoxon"
     halving_rate: int = Field(default=2, ge=2, le=8)
     # how answers are read: generated text, or (classification, completion prompts) the most likely label,
-    # optionally calibrated on a content-free input; several values make it a search dimension
-    # auto: likelihood and calibrated for classification with completion prompts, else generate
-    scoring: list[Literal["generate", "likelihood", "calibrated", "auto"]] = Field(
+    # optionally calibrated on a content-free input (calibrated) or on the validation inputs (batch, joint
+    # readouts only); several values make it a search dimension
+    # auto: likelihood, calibrated and batch for classification with completion prompts, else generate
+    scoring: list[Literal["generate", "likelihood", "calibrated", "batch", "auto"]] = Field(
         default_factory=lambda: ["generate"], min_length=1)
-    # label readouts (likelihood, calibrated) of one prompt come from the same LM responses: joint (None, the
-    # default) scores every trial under each and keeps the better one, at one calibration call's cost;
-    # searched makes the readout a search dimension like any other (joint needs label readouts only)
+    # label readouts (likelihood, calibrated, batch) of one prompt come from the same LM responses: joint
+    # (None, the default) scores every trial under each and keeps the best one, at one calibration call's
+    # cost; searched makes the readout a search dimension like any other (joint needs label readouts only;
+    # batch needs joint: its offsets exist once a trial has scored the whole validation split)
     readouts: Literal["joint", "searched"] | None = None
     demo_orders: int = Field(default=1, ge=1, le=16)  # orders tried per demo set (1: as selected)
     # the winner: the best validation mean, or the shortest prompt within the best's 95% interval

@@ -226,6 +226,62 @@ def test_a_joint_trial_chooses_its_readout_on_the_first_examples_and_reports_it(
     assert res.best.scoring == "calibrated"
 
 
+class _HiddenBias(ScriptedBackend):
+    """The scripted model whose bias toward ``wrong`` does not show on the content-free input: contextual
+    calibration cannot remove it, batch calibration (offsets from the real inputs) does."""
+
+    def _generate(self, request):
+        resp = super()._generate(request)
+        if request.logprobs and request.prompt.rstrip().endswith("N/A\nSentiment:"):
+            resp.logprobs[0] = {f" {lab}": -3.0 for lab in self.labels}
+        return resp
+
+
+def test_batch_calibration_is_a_joint_readout_read_off_the_same_pass(tmp_path):
+    from optimizer.export import build_artifact
+    from optimizer.plain_client import pick_label as client_pick
+    from optimizer.runread import FinishedRun
+
+    task = sst2_task(trials=4, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=1,
+                     scoring=["auto"], validation=24, prune=False)
+    backend = _HiddenBias(scripted_for(task).answers)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=backend, seed=0))
+    recs = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    assert recs and all(r["state"] == "complete" for r in recs)
+    for r in recs:  # auto: three readouts of one pass; only batch calibration sees the bias
+        assert set(r["readouts"]) == {"likelihood", "calibrated", "batch"}
+        assert r["readouts"]["batch"] == 1.0 > r["readouts"]["calibrated"] == r["readouts"]["likelihood"]
+        assert r["readout"] == "batch" and r["lm_calls"] <= 24 + 1  # no call for the batch readout
+    best = res.best
+    assert best.scoring == "batch" and dict(best.offsets)["negative"] > dict(best.offsets)["positive"]
+    assert res.summary["best"]["test"] == 1.0  # the offsets estimated on validation carry over to test
+    assert res.summary["best"]["calibration"] == pytest.approx(dict(best.offsets), abs=1e-6)
+    back = FinishedRun.open(tmp_path / "run").candidate("best")  # the run directory keeps the offsets
+    assert back.key == best.key and back.scoring == "batch"
+    spec = build_artifact(FinishedRun.open(tmp_path / "run"), "yaml")["output_parsing"]
+    assert spec["calibration_source"] == "validation-batch"
+    ev = make_evaluator(task, backend.profile, backend)
+    for e in make_splits(task).test[:8]:  # the exported rule answers as the engine does
+        top = backend.complete(ev.request(best, e.inputs)).logprobs[0]
+        assert client_pick(top, spec) == ev.run_one(best, e).prediction["sentiment"] == e.output
+
+
+def test_batch_calibration_needs_joint_readouts(tmp_path):
+    for scoring, readouts in ((["batch"], None), (["likelihood", "batch"], "searched"),
+                              (["generate", "batch"], None)):
+        task = sst2_task(trials=2, bootstrap_examples=0, selectors=["random"], proposers=["offline"],
+                         scoring=scoring, readouts=readouts)
+        with pytest.raises(ConfigError, match="batch") as err:
+            optimize(task, RunOptions(out=tmp_path / str(len(scoring)) / str(readouts), backend=scripted_for(task)))
+        assert err.value.field == "optimizer.scoring"
+    # auto with searched readouts leaves batch out
+    task = sst2_task(trials=2, bootstrap_examples=0, selectors=["random"], proposers=["offline"], scoring=["auto"],
+                     readouts="searched")
+    res = optimize(task, RunOptions(out=tmp_path / "auto", backend=scripted_for(task)))
+    assert json.loads((tmp_path / "auto" / "candidates.json").read_text())["scorings"] == ["likelihood", "calibrated"]
+    assert res.best.scoring in ("likelihood", "calibrated")
+
+
 def test_knn_winner_round_trips_through_the_run_directory(tmp_path):
     from optimizer.runread import FinishedRun
 

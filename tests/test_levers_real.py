@@ -60,6 +60,15 @@ def test_both_readouts_of_a_prompt_come_from_one_pass_on_the_embedded_model(smal
     lik = joint.evaluate(Candidate(task.instruction, demos, scoring="likelihood"), val)
     cal = joint.evaluate(Candidate(task.instruction, demos, scoring="calibrated"), val)
     assert joint_be.usage.calls == len(val) + 1  # the second readout costs its content-free call only
+    # batch calibration: offsets from the same pass's label log-probabilities, no call at all
+    bat_cand = joint.with_batch_offsets(Candidate(task.instruction, demos, scoring="likelihood"), val)
+    bat = joint.evaluate(bat_cand, val)
+    assert joint_be.usage.calls == len(val) + 1
+    offsets = dict(bat_cand.offsets)
+    assert set(offsets) == {"negative", "positive"} and all(-20 < v < 0 for v in offsets.values())
+    assert all(o.parsed for o in bat.outcomes)
+    print(f"readouts on {len(val)} validation sentences: likelihood {lik.mean:.3f}, calibrated {cal.mean:.3f}, "
+          f"batch {bat.mean:.3f} (offsets {offsets})")
     joint_be.close()
     alone_be = create_backend(profile, cache=False)  # the calibrated readout on its own, on a fresh evaluator
     alone = make_evaluator(task, profile, alone_be).evaluate(Candidate(task.instruction, demos, scoring="calibrated"),
