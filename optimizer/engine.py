@@ -50,7 +50,7 @@ from .lm.base import LMCallFailed, LMRequest, Usage
 from .lm.profiles import LMProfile
 from .metrics import build_metric
 from .program import Candidate, default_max_tokens
-from .scoring import LABEL_READOUTS, offsets_to_json
+from .scoring import BATCH, LABEL_READOUTS, offsets_to_json
 from .proposers import ProposalContext, instruction_pool
 from .rundir import RunDir, find_resumable, fingerprint
 from .search import (ATTR, Search, SearchSpace, check_setup, connect_study, ensure_slots, open_storage, publish_setup,
@@ -427,12 +427,12 @@ def _scorings(task: TaskSpec, evaluator: Evaluator) -> list[str]:
     """The readouts the search uses. Batch calibration's offsets exist only once a trial has scored the
     whole validation split, so it is one of several joint label readouts (``auto`` leaves it out otherwise)."""
     scorings = evaluator.scorings(task.optimizer.scoring)
-    if "batch" not in scorings:
+    if BATCH not in scorings:
         return scorings
-    others = [s for s in scorings if s != "batch"]
+    others = [s for s in scorings if s != BATCH]
     if task.optimizer.readouts != "searched" and others and all(s in LABEL_READOUTS for s in others):
         return scorings
-    if "batch" not in task.optimizer.scoring:  # it came with auto
+    if BATCH not in task.optimizer.scoring:  # it came with auto
         return others
     raise ConfigError("scoring 'batch' is read jointly with another label readout once a trial has scored the "
                       "whole validation split", file=str(task.path), field="optimizer.scoring",

@@ -24,8 +24,8 @@ TOP_K = 20
 CONTENT_FREE = "N/A"
 SCORINGS = ("generate", "likelihood", "calibrated", "batch")
 LABEL_READOUTS = SCORINGS[1:]  # read off the same label log-probabilities of one response
-# offsets that need the scores of a whole batch of inputs first: read when a trial has scored them all
-BATCH_READOUTS = ("batch",)
+# the readout whose offsets need the scores of a whole batch of inputs first: read when a trial has scored them all
+BATCH = "batch"
 
 
 def content_free_inputs(names: list[str]) -> dict[str, str]:

@@ -62,7 +62,7 @@ from .errors import ConfigError, StorageError
 from .evaluate import Evaluator
 from .lm.base import LMCallFailed
 from .program import Candidate
-from .scoring import BATCH_READOUTS, LABEL_READOUTS, offsets_from_json, offsets_to_json
+from .scoring import BATCH, LABEL_READOUTS, offsets_from_json, offsets_to_json
 
 ATTR = "optimizer:"  # prefix of the study and trial attributes this module owns
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -652,7 +652,7 @@ class Search:
         # batch calibration needs the whole split's label scores first: read once the trial completes
         joint = self.space.joint_readouts
         readouts = [cand] + ([dataclasses.replace(cand, scoring=sc, origin={**cand.origin, "scoring": sc})
-                              for sc in self.space.scorings if sc != cand.scoring and sc not in BATCH_READOUTS]
+                              for sc in self.space.scorings if sc != cand.scoring and sc != BATCH]
                              if joint else [])
         per: dict[str, list[float]] = {c.scoring: [] for c in readouts}
         chosen = cand.scoring if len(readouts) == 1 else None
@@ -709,9 +709,9 @@ class Search:
         finally:
             gen.close()
         completed = not pruned and not too_many and bool(scored)
-        if completed and joint and "batch" in self.space.scorings:  # no LM call: offsets off the same scores
+        if completed and joint and BATCH in self.space.scorings:  # no LM call: offsets off the same scores
             batch = self.evaluator.with_batch_offsets(cand, [self.validation[i] for i in scored])
-            per["batch"] = [self.evaluator.run_one(batch, self.validation[i]).score for i in scored]
+            per[BATCH] = [self.evaluator.run_one(batch, self.validation[i]).score for i in scored]
             readouts.append(batch)
         if chosen is None or (completed and len(per) > 1):
             chosen = _best_readout(per, prefer=chosen)
