@@ -53,8 +53,9 @@ from .program import Candidate, default_max_tokens
 from .scoring import BATCH, LABEL_READOUTS, offsets_to_json
 from .proposers import ProposalContext, instruction_pool
 from .rundir import RunDir, find_resumable, fingerprint
-from .search import (ATTR, Search, SearchSpace, check_setup, connect_study, ensure_slots, open_storage, publish_setup,
-                     pick_best, redact_url, space_of, study_setup, trial_slot, wait_setup)
+from .search import (ATTR, Search, SearchSpace, check_setup, connect_study, ensure_slots, make_sampler, open_storage,
+                     pick_best, publish_setup, redact_url, setup_startup, space_of, startup_trials, study_setup,
+                     trial_slot, wait_setup)
 from .selectors import SelectionContext, demo_pool
 from .stats import bootstrap_ci, paired_bootstrap
 from .task import TaskSpec
@@ -268,9 +269,11 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
                                 scorings, task.optimizer.demo_orders, task.optimizer.start,
                                 task.optimizer.start_demos, task.optimizer.readouts != "searched")
             notes = {"proposer_notes": pctx.notes, "selector_notes": sctx.notes}
+            setup_calls = sum(phases[k]["calls"] for k in ("proposer", "probe", "bootstrap"))
+            startup = task.optimizer.startup_trials or startup_trials(n_trials)  # fixed for every worker
             setup = {"task": task.task, "seed": seed, "data": data_id, "n_trials": n_trials,
                      "validation": len(splits.validation), "optimizer_version": __version__,
-                     "setup_calls": sum(phases[k]["calls"] for k in ("proposer", "probe", "bootstrap"))}
+                     "setup_calls": setup_calls, "startup_trials": startup}
             publish_setup(study, space, setup)
         elif setup is None:
             setup = wait_setup(study, timeout=opts.setup_timeout, on_event=emit)
@@ -282,6 +285,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
             study.set_user_attr(ATTR + "setup", setup)
             ensure_slots(study, space, n_trials)
         n_trials = int(setup["n_trials"])
+        study.sampler = make_sampler(seed, setup_startup(setup, n_trials))  # what the creator fixed
         if notes or not (run.path / "candidates.json").exists():
             run.write_json("candidates.json", {**space.describe(), **notes})
 

@@ -174,6 +174,8 @@ class OptimizerSpec(_Strict):
     # early when it is weak, as a zero-shot prompt on a small base model is)
     start: Literal["seed", "demos"] = "seed"
     start_demos: int | None = Field(default=None, ge=1)  # demos of the `start: demos` trial (None: max_demos)
+    # trials TPE draws at random before it models the finished ones (None: a quarter of the trials, at least 4)
+    startup_trials: int | None = Field(default=None, ge=1)
 
 
 class TaskSpec(_Strict):

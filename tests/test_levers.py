@@ -17,7 +17,7 @@ from optimizer.errors import ConfigError
 from optimizer.plain_client import KnnIndex, pick_label
 from optimizer.program import Candidate
 from optimizer.proposers import ProposalContext, ReflectiveProposer
-from optimizer.search import SearchSpace, pareto_front, pick_best
+from optimizer.search import ATTR, SearchSpace, connect_study, open_storage, pareto_front, pick_best, startup_trials
 from optimizer.task import apply_preset
 
 
@@ -144,6 +144,28 @@ def test_search_call_cap_holds_and_the_run_still_reports_test(tmp_path):
     assert sum(r["lm_calls"] for r in recs) == s["search_calls"]["spent"]
     best = next(r for r in recs if r["trial"] == s["best"]["trial"])
     assert not best.get("cut_by_budget")
+
+
+def test_tpe_startup_is_fixed_by_the_creator_and_kept_by_the_study(tmp_path):
+    assert startup_trials(60) == 15 and startup_trials(8) == 4  # a quarter of the trials, at least 4
+    task = sst2_task(trials=30, bootstrap_examples=0, selectors=["random"], proposers=["offline"])
+
+    def setup_of(out, **kw):
+        optimize(task, RunOptions(out=out, backend=scripted_for(task), seed=0, **kw))
+        study = optuna.load_study(study_name=f"{task.task}-seed0", storage=open_storage(f"sqlite:///{out}/study.db"))
+        return study, study.user_attrs[ATTR + "setup"]
+
+    study, setup = setup_of(tmp_path / "default", search_calls=100)
+    assert setup["startup_trials"] == 7
+    # the capped run ends before TPE's startup does: every trial's parameters are the random sampler's
+    assert len([t for t in study.trials if t.state.is_finished()]) < 7
+    task.optimizer.startup_trials = 2
+    study, setup = setup_of(tmp_path / "pinned")
+    assert setup["startup_trials"] == 2
+    # a process joining (or resuming) the study samples with the creator's startup, whatever its --trials
+    joined, created = connect_study(open_storage(f"sqlite:///{tmp_path}/pinned/study.db"), f"{task.task}-seed0", 0,
+                                    400, prune=True, prune_p=0.1, min_examples=16)
+    assert not created and joined.sampler._n_startup_trials == 2
 
 
 def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_path):
