@@ -269,11 +269,11 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
                                 scorings, task.optimizer.demo_orders, task.optimizer.start,
                                 task.optimizer.start_demos, task.optimizer.readouts != "searched")
             notes = {"proposer_notes": pctx.notes, "selector_notes": sctx.notes}
-            setup_calls = sum(phases[k]["calls"] for k in ("proposer", "probe", "bootstrap"))
-            startup = task.optimizer.startup_trials or startup_trials(n_trials)  # fixed for every worker
             setup = {"task": task.task, "seed": seed, "data": data_id, "n_trials": n_trials,
                      "validation": len(splits.validation), "optimizer_version": __version__,
-                     "setup_calls": setup_calls, "startup_trials": startup}
+                     "setup_calls": sum(phases[k]["calls"] for k in ("proposer", "probe", "bootstrap")),
+                     # fixed for every worker and every resumed process
+                     "startup_trials": task.optimizer.startup_trials or startup_trials(n_trials)}
             publish_setup(study, space, setup)
         elif setup is None:
             setup = wait_setup(study, timeout=opts.setup_timeout, on_event=emit)
