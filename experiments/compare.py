@@ -199,6 +199,10 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
                      "report_calls": res.summary["phases"]["test"]["calls"],
                      # wall time of the search alone (DSPy's rows time compile() only), and of the report
                      "report_seconds": round(time.perf_counter() - marks["test"], 1) if "test" in marks else None}
+            if res.summary["splits"]["validation"] != len(splits.validation):
+                # min_validation topped the search's validation up from train: the row's val is the
+                # harness's validation split, as every other method's is
+                del notes["val"]
         else:
             raise SystemExit(f"unknown method {method}")
     opt_seconds = time.perf_counter() - t0 - (notes.get("report_seconds") or 0)

@@ -93,6 +93,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
           f"({profile.backend})")
     if overlap:
         print("  inputs shared between source splits: " + ", ".join(f"{k} {v}" for k, v in overlap.items()))
+    searched = splits.with_validation_of(task.optimizer.min_validation).sizes()
+    if searched != sizes:
+        print(f"  optimizer.min_validation: the search scores {searched['validation']} validation examples, "
+              f"{searched['validation'] - sizes['validation']} of them from the end of train "
+              f"({searched['train']} stay as the demo pool)")
     removed = {k: v for k, v in splits.leakage.items() if v}
     if removed:
         print("  removed from later splits as duplicates: " + ", ".join(f"{k} {v}" for k, v in removed.items()))

@@ -64,6 +64,15 @@ class Splits:
         return {"train": [e.id for e in self.train], "validation": [e.id for e in self.validation],
                 "test": [e.id for e in self.test]}
 
+    def with_validation_of(self, n: int | None) -> Splits:
+        """These splits with validation grown toward ``n`` examples taken from the end of train (which
+        keeps at least half of its examples); unchanged when validation has ``n`` already."""
+        move = min((n or 0) - len(self.validation), len(self.train) // 2)
+        if move <= 0:
+            return self
+        return Splits(train=self.train[:-move], validation=self.validation + self.train[-move:], test=self.test,
+                      leakage=self.leakage, source_sizes=self.source_sizes)
+
 
 # ------------------------------------------------------------------ raw loading
 

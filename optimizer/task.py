@@ -176,6 +176,9 @@ class OptimizerSpec(_Strict):
     start_demos: int | None = Field(default=None, ge=1)  # demos of the `start: demos` trial (None: max_demos)
     # trials TPE draws at random before it models the finished ones (None: a quarter of the trials, at least 4)
     startup_trials: int | None = Field(default=None, ge=1)
+    # a validation split smaller than this is topped up from the end of the train split (the demo pool
+    # keeps at least half of its examples): more examples to select on, fewer to draw demos from
+    min_validation: int | None = Field(default=None, ge=1)
 
 
 class TaskSpec(_Strict):

@@ -70,6 +70,18 @@ def test_fractions_are_disjoint_and_seeded(tmp_path):
     assert c.ids() != a.ids()
 
 
+def test_min_validation_tops_validation_up_from_the_end_of_train(tmp_path):
+    write_rows(tmp_path / "all.jsonl", ROWS, "jsonl")
+    splits = {"train": {"from": "all", "fraction": 0.5}, "validation": {"from": "all", "limit": 6},
+              "test": {"from": "all", "limit": 5}}
+    s = make_splits(make_task(tmp_path, {"all": "all.jsonl"}, splits=splits))
+    grown = s.with_validation_of(10)
+    assert grown.sizes() == {"train": 16, "validation": 10, "test": 5}
+    assert grown.validation == s.validation + s.train[16:] and grown.train == s.train[:16]
+    assert s.with_validation_of(50).sizes()["train"] == 10  # train keeps at least half
+    assert s.with_validation_of(6) is s and s.with_validation_of(None) is s
+
+
 def test_leakage_is_removed_from_the_later_split(tmp_path):
     train = ROWS[:10]
     test = ROWS[5:15]  # 5 sentences shared with train

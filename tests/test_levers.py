@@ -17,7 +17,8 @@ from optimizer.errors import ConfigError
 from optimizer.plain_client import KnnIndex, pick_label
 from optimizer.program import Candidate
 from optimizer.proposers import ProposalContext, ReflectiveProposer
-from optimizer.search import ATTR, SearchSpace, connect_study, open_storage, pareto_front, pick_best, startup_trials
+from optimizer.search import (ATTR, SearchSpace, connect_study, open_storage, pareto_front, pick_best, space_of,
+                              startup_trials)
 from optimizer.task import apply_preset
 
 
@@ -167,6 +168,19 @@ def test_tpe_startup_is_fixed_by_the_creator_and_kept_by_the_study(tmp_path):
                                     400, prune=True, prune_p=0.1, min_examples=16)
     assert not created and joined.sampler._n_startup_trials == 2
 
+
+def test_min_validation_scores_trials_on_train_examples_that_leave_the_demo_pool(tmp_path):
+    task = sst2_task(trials=3, train=40, validation=10, bootstrap_examples=0, selectors=["random"],
+                     proposers=["offline"], prune=False, min_validation=24)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=scripted_for(task), seed=0))
+    assert res.summary["splits"] == {"train": 26, "validation": 24, "test": 60}
+    recs = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    assert {r["examples"] for r in recs if r["state"] == "complete"} == {24}
+    train = make_splits(task).train
+    study = optuna.load_study(study_name=f"{task.task}-seed0",
+                              storage=open_storage(f"sqlite:///{tmp_path}/run/study.db"))
+    pool = {d.id for _, demos in space_of(study, train).demo_sets for d in demos}
+    assert pool and not pool & {e.id for e in train[26:]}  # no demo is an example the search scores
 
 def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_path):
     def run(start, **kw):

@@ -118,6 +118,14 @@ def test_validate_good_file_reports_sizes_and_overlap():
     assert "train&test 2" in r.stdout  # SST-2 has 2 sentences in both train and test
 
 
+def test_validate_reports_the_validation_top_up(tmp_path):
+    p = write_task(tmp_path, SST2.replace("optimizer:\n", "optimizer:\n  min_validation: 150\n"))
+    r = run_cli("validate", str(p))
+    assert r.returncode == 0, r.stderr
+    assert "validation 100" in r.stdout  # the task's split, as written
+    assert "scores 150 validation examples, 50 of them from the end of train (150 stay" in r.stdout
+
+
 def test_run_with_bad_task_keeps_existing_run_dir(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
