@@ -17,7 +17,7 @@ import hashlib
 import logging
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,7 @@ class Splits:
         move = min((n or 0) - len(self.validation), len(self.train) // 2)
         if move <= 0:
             return self
-        return Splits(train=self.train[:-move], validation=self.validation + self.train[-move:], test=self.test,
-                      leakage=self.leakage, source_sizes=self.source_sizes)
+        return replace(self, train=self.train[:-move], validation=self.validation + self.train[-move:])
 
 
 # ------------------------------------------------------------------ raw loading
@@ -303,6 +302,11 @@ def make_splits(task: TaskSpec, raw: dict[str, list[dict[str, Any]]] | None = No
         leakage[name] = skipped
     return Splits(train=chosen["train"], validation=chosen["validation"], test=chosen["test"], leakage=leakage,
                   source_sizes={s: len(v) for s, v in by_source.items()})
+
+
+def search_splits(task: TaskSpec) -> Splits:
+    """The splits a run searches on: the task's, with ``optimizer.min_validation`` applied."""
+    return make_splits(task).with_validation_of(task.optimizer.min_validation)
 
 
 def source_overlap(task: TaskSpec, raw: dict[str, list[dict[str, Any]]]) -> dict[str, int]:

@@ -42,7 +42,7 @@ import optuna
 
 from . import __version__
 from .budget import PRICES_FILE, Budget, Limits, cost_of, estimate_tokens, load_prices
-from .data import Splits, make_splits
+from .data import Splits, search_splits
 from .errors import BudgetExceeded, ConfigError, MetricError
 from .evaluate import EvalResult, Evaluator
 from .lm import LMBackend, ResponseCache, create_backend, default_cache_dir, load_profile
@@ -166,7 +166,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
 
     # -- inputs: everything that can be wrong is checked before the run directory is touched ----
     emit("phase", name="data")
-    splits: Splits = make_splits(task).with_validation_of(task.optimizer.min_validation)
+    splits: Splits = search_splits(task)
     cache = None
     if opts.backend is not None:
         backend = opts.backend
@@ -528,7 +528,7 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
     seed = task.optimizer.seed if opts.seed is None else opts.seed
     n_trials = opts.trials or task.optimizer.trials
     limits = _check_options(opts, n_trials)
-    splits = make_splits(task).with_validation_of(task.optimizer.min_validation)
+    splits = search_splits(task)
     profile = opts.backend.profile if opts.backend is not None else resolve_lm(task, opts.lm)
     prices = load_prices(profile)
     evaluator = make_evaluator(task, profile, None)  # renders prompts; never calls

@@ -182,6 +182,7 @@ def test_min_validation_scores_trials_on_train_examples_that_leave_the_demo_pool
     pool = {d.id for _, demos in space_of(study, train).demo_sets for d in demos}
     assert pool and not pool & {e.id for e in train[26:]}  # no demo is an example the search scores
 
+
 def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_path):
     def run(start, **kw):
         task = sst2_task(trials=4, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=6,
