@@ -227,16 +227,18 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
 
 
 def trajectory(run_dir, summary):
-    """[(LM calls so far, best complete validation mean so far)] after each trial, setup calls included."""
+    """[(LM calls so far, validation mean of the incumbent)] after each trial, setup calls included; the
+    incumbent is the complete trial with the best objective so far (under the balanced objective its
+    plain validation mean, ``metric_mean``, is what is compared with other methods' val)."""
     recs = [json.loads(x) for x in (Path(run_dir) / "trials.jsonl").read_text().splitlines() if x.strip()]
     recs.sort(key=lambda r: (r["slot"], r["trial"]))
     calls = sum(summary["phases"][k]["calls"] for k in ("proposer", "probe", "bootstrap") if k in summary["phases"])
     best, out = None, []
     for r in recs:
         calls += r["lm_calls"]
-        if r["state"] == "complete" and (best is None or r["score"] > best):
-            best = r["score"]
-        out.append([calls, best])
+        if r["state"] == "complete" and (best is None or r["score"] > best["score"]):
+            best = r
+        out.append([calls, None if best is None else best.get("metric_mean", best["score"])])
     return out
 
 

@@ -15,6 +15,7 @@ and exits 130; the same command again continues the run.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -98,6 +99,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"  optimizer.min_validation: the search scores {searched['validation']} validation examples, "
               f"{searched['validation'] - sizes['validation']} of them from the end of train "
               f"({searched['train']} stay as the demo pool)")
+    if task.optimizer.objective == "balanced":
+        if task.objective == "balanced":
+            counts = collections.Counter(e.output for e in splits.with_validation_of(
+                task.optimizer.min_validation).validation)
+            print("  optimizer.objective: balanced: each label weighs the same on validation ("
+                  + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
+        else:
+            print("  optimizer.objective: balanced needs a label set (output.labels or metric.labels): "
+                  "trials maximise the mean")
     removed = {k: v for k, v in splits.leakage.items() if v}
     if removed:
         print("  removed from later splits as duplicates: " + ", ".join(f"{k} {v}" for k, v in removed.items()))

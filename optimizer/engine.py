@@ -53,9 +53,9 @@ from .program import Candidate, default_max_tokens
 from .scoring import BATCH, LABEL_READOUTS, offsets_to_json
 from .proposers import ProposalContext, instruction_pool
 from .rundir import RunDir, find_resumable, fingerprint
-from .search import (ATTR, Search, SearchSpace, check_setup, connect_study, ensure_slots, make_sampler, open_storage,
-                     pick_best, publish_setup, redact_url, setup_startup, space_of, startup_trials, study_setup,
-                     trial_slot, wait_setup)
+from .search import (ATTR, Search, SearchSpace, balanced_weights, check_setup, connect_study, ensure_slots,
+                     make_sampler, open_storage, pick_best, publish_setup, redact_url, setup_startup, space_of,
+                     startup_trials, study_setup, trial_slot, wait_setup)
 from .selectors import SelectionContext, demo_pool
 from .stats import bootstrap_ci, paired_bootstrap
 from .task import TaskSpec
@@ -298,6 +298,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
                         max_failure_rate=opts.max_failure_rate, grace=opts.grace,
                         shared_order=task.optimizer.racing == "halving", stratify=bool(task.label_set),
                         readout_after=min(task.optimizer.min_examples, len(splits.validation)),
+                        weights=balanced_weights(splits.validation) if task.objective == "balanced" else None,
                         call_cap=None if opts.search_calls is None
                         else max(0, opts.search_calls - int(setup.get("setup_calls", 0))))
         u3 = backend.usage
@@ -366,7 +367,9 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
         "trials": _trial_counts(study, n_trials),
         "baseline": describe(baseline, base_val.mean, base_ci, {}),
         "best": describe(best, best_val.mean, best_ci, {"trial": best_trial.number, "slot": trial_slot(best_trial),
-                                                        "params": best_trial.params}),
+                                                        "params": best_trial.params,
+                                                        "objective_val": round(best_trial.value, 6)}),
+        "objective": task.objective,
         "improvement": {k: round(v, 6) for k, v in diff.items()},
         "pick": task.optimizer.pick,
         "search_calls": {"cap": opts.search_calls, "reached": search.capped,

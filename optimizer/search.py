@@ -39,6 +39,7 @@ default SQLite in the run directory, else ``--storage URL`` (``sqlite:///``,
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import hashlib
@@ -338,6 +339,15 @@ def shared_validation_order(validation: list[Example], seed: int, *, stratify: b
     return order
 
 
+def balanced_weights(validation: list[Example]) -> list[float]:
+    """Per-example weights whose weighted mean is the label-balanced mean: an example of label y weighs
+    n / (K * n_y) (n examples, K labels present), so each label's examples carry 1/K of the total and the
+    weights average 1 over the split."""
+    counts = collections.Counter(e.output for e in validation)
+    n, k = len(validation), len(counts)
+    return [n / (k * counts[e.output]) for e in validation]
+
+
 def make_pruner(prune: bool, prune_p: float, min_examples: int, racing: str = "wilcoxon",
                 rate: int = 2) -> optuna.pruners.BasePruner:
     if not prune:
@@ -617,7 +627,8 @@ class Search:
                  trial_log: Callable[[dict[str, Any]], None] | None = None, exclusive: bool = True,
                  worker_id: str | None = None, max_failure_rate: float = 0.1, max_slot_attempts: int = 3,
                  heartbeat: float = 5.0, grace: float = 60.0, poll: float = 1.0, call_cap: int | None = None,
-                 shared_order: bool = False, stratify: bool = False, readout_after: int = 16):
+                 shared_order: bool = False, stratify: bool = False, readout_after: int = 16,
+                 weights: list[float] | None = None):
         self.study = study
         self.storage = study._storage
         self.space = space
@@ -640,12 +651,17 @@ class Search:
         self.shared_order = (shared_validation_order(validation, seed, stratify=stratify) if shared_order
                              else None)
         self.readout_after = max(1, readout_after)  # examples that choose a joint-readout trial's readout
+        # each validation example's weight in what a trial reports (the balanced objective); None: all 1
+        self.weights = weights
         self.capped = False  # the cap was reached: no further trial starts
         self.candidates: dict[int, Candidate] = {}
         self.ran = 0  # trials this process finished (any state)
         self._recovered = False
 
     # -- one trial ---------------------------------------------------------------------
+    def _weight(self, idx: int) -> float:
+        return 1.0 if self.weights is None else self.weights[idx]
+
     def _suggest(self, trial: optuna.Trial) -> Candidate:
         i = trial.suggest_int("instruction", 0, len(self.space.instructions) - 1)
         d = k = o = 0
@@ -672,6 +688,7 @@ class Search:
         chosen = cand.scoring if len(readouts) == 1 else None
         steps: list[int] = []  # the step of each scored example
         scored: list[int] = []  # its index in the validation split
+        metric: list[float] = []  # its unweighted score under the first readout
         reported = 0  # of them, how many went to the trial (under the chosen readout)
         self.candidates[trial.number] = cand
         if self.shared_order is not None:
@@ -698,10 +715,12 @@ class Search:
                         too_many = True
                         break
                     continue
-                per[cand.scoring].append(out.score)
+                w = self._weight(idx)
+                metric.append(out.score)
+                per[cand.scoring].append(out.score * w)
                 for other in list(readouts[1:]):  # no LM call: the response is the one just scored
                     try:
-                        per[other.scoring].append(self.evaluator.run_one(other, self.validation[idx]).score)
+                        per[other.scoring].append(self.evaluator.run_one(other, self.validation[idx]).score * w)
                     except LMCallFailed:  # its calibration call failed: this trial reads the first readout
                         readouts.remove(other)
                         del per[other.scoring]
@@ -725,7 +744,7 @@ class Search:
         completed = not pruned and not too_many and bool(scored)
         if completed and joint and BATCH in self.space.scorings:  # no LM call: offsets off the same scores
             batch = self.evaluator.with_batch_offsets(cand, [self.validation[i] for i in scored])
-            per[BATCH] = [self.evaluator.run_one(batch, self.validation[i]).score for i in scored]
+            per[BATCH] = [self.evaluator.run_one(batch, self.validation[i]).score * self._weight(i) for i in scored]
             readouts.append(batch)
         if chosen is None or (completed and len(per) > 1):
             chosen = _best_readout(per, prefer=chosen)
@@ -743,6 +762,10 @@ class Search:
                "completion_tokens": used.completion_tokens, "seconds": round(time.perf_counter() - t0, 3),
                "instruction_origin": cand.origin.get("instruction_origin"),
                "demo_selector": cand.origin.get("demo_selector"), "prompt_words": self.evaluator.prompt_tokens(cand)}
+        if self.weights is not None and scores:  # the objective is weighted: the plain mean beside it
+            plain = [self.evaluator.run_one(cand, self.validation[i]).score for i in scored] \
+                if chosen != readouts[0].scoring else metric
+            rec["metric_mean"] = round(sum(plain) / len(plain), 6)
         if len(per) > 1:
             rec["readouts"] = {k: round(sum(v) / len(v), 6) if v else None for k, v in per.items()}
             rec["readout"] = chosen

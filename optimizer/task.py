@@ -179,6 +179,11 @@ class OptimizerSpec(_Strict):
     # a validation split smaller than this is topped up from the end of the train split (the demo pool
     # keeps at least half of its examples): more examples to select on, fewer to draw demos from
     min_validation: int | None = Field(default=None, ge=1)
+    # what a trial maximises on validation: the metric's mean, or (tasks with a label set; the mean elsewhere)
+    # the label-balanced mean: each label's examples weigh the same in all, so that a prompt that answers one
+    # label everywhere scores 1/K under accuracy whatever the split's label shares (a small model's usual
+    # collapse), and a split skewed towards one label does not pick the prompts that collapse onto it
+    objective: Literal["mean", "balanced"] = "mean"
 
 
 class TaskSpec(_Strict):
@@ -235,6 +240,11 @@ class TaskSpec(_Strict):
         if self.output.labels:
             return list(dict.fromkeys(self.output.labels.values()))
         return None
+
+    @property
+    def objective(self) -> str:
+        """What trials maximise: ``balanced`` where asked for and the task has a label set, else ``mean``."""
+        return "balanced" if self.optimizer.objective == "balanced" and self.label_set else "mean"
 
     def resolved(self) -> dict[str, Any]:
         """The task as plain data with data files made absolute (written to the run directory)."""

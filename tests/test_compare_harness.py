@@ -34,6 +34,17 @@ def test_trajectory_counts_setup_calls_and_only_complete_trials(compare, tmp_pat
     assert compare.calls_to_reach(traj, 0.86) is None
 
 
+def test_trajectory_of_a_balanced_run_follows_the_incumbent_plain_mean(compare, tmp_path):
+    # the objective picks the incumbent; its plain validation mean is what is compared with other methods
+    recs = [{"slot": 0, "trial": 0, "state": "complete", "score": 0.5, "metric_mean": 0.7, "lm_calls": 60},
+            {"slot": 1, "trial": 1, "state": "complete", "score": 0.6, "metric_mean": 0.55, "lm_calls": 60},
+            {"slot": 2, "trial": 2, "state": "complete", "score": 0.55, "metric_mean": 0.9, "lm_calls": 60}]
+    (tmp_path / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    traj = compare.trajectory(tmp_path, {"phases": {"search": {"calls": 180}}})
+    assert traj == [[60, 0.7], [120, 0.55], [180, 0.55]]
+    assert compare.calls_to_reach(traj, 0.7) == 60 and compare.calls_to_reach(traj, 0.9) is None
+
+
 def test_table_means_over_seeds_and_reach_fractions_per_seed(compare):
     rows = []
     for seed, (mip_val, mip_test, ours_test) in enumerate([(0.8, 0.70, 0.75), (0.9, 0.72, 0.80)]):

@@ -3,6 +3,7 @@ contextual calibration, per-input kNN demos, demo order, the Pareto front and th
 pick, the search call cap, presets and the reflective proposer. The real-model proofs are in
 test_levers_real.py."""
 
+import collections
 import json
 
 import numpy as np
@@ -11,14 +12,15 @@ import pytest
 
 from conftest import sst2_task
 from fakes import ScriptedBackend
-from optimizer.data import make_splits
+from optimizer.data import Example, make_splits
 from optimizer.engine import RunOptions, make_evaluator, optimize
+from optimizer.lm.base import LMResponse
 from optimizer.errors import ConfigError
 from optimizer.plain_client import KnnIndex, pick_label
 from optimizer.program import Candidate
 from optimizer.proposers import ProposalContext, ReflectiveProposer
-from optimizer.search import (ATTR, SearchSpace, connect_study, open_storage, pareto_front, pick_best, space_of,
-                              startup_trials)
+from optimizer.search import (ATTR, SearchSpace, balanced_weights, connect_study, open_storage, pareto_front,
+                              pick_best, space_of, startup_trials)
 from optimizer.task import apply_preset
 
 
@@ -183,6 +185,65 @@ def test_min_validation_scores_trials_on_train_examples_that_leave_the_demo_pool
     assert pool and not pool & {e.id for e in train[26:]}  # no demo is an example the search scores
 
 
+def test_balanced_weights_give_each_label_the_same_total_weight():
+    val = [Example(str(i), {"sentence": str(i)}, lab) for i, lab in enumerate("aaaaaabbc")]
+    w = balanced_weights(val)
+    assert sum(w) == pytest.approx(len(val))  # the weights average 1
+    for lab in "abc":
+        assert sum(x for x, e in zip(w, val) if e.output == lab) == pytest.approx(len(val) / 3)
+    # a prompt that answers "a" everywhere: accuracy 6/9, balanced mean 1/3
+    constant = [float(e.output == "a") for e in val]
+    assert sum(constant) / len(val) == pytest.approx(6 / 9)
+    assert sum(s * x for s, x in zip(constant, w)) / len(val) == pytest.approx(1 / 3)
+
+
+class CollapseBackend(ScriptedBackend):
+    """Zero-shot, answers the validation split's majority label everywhere; with demos, answers the minority
+    label everywhere but on one majority example: lower accuracy, higher label-balanced accuracy."""
+
+    def __init__(self, answers, majority, minority, keep):
+        super().__init__(answers)
+        self.majority, self.minority, self.keep = majority, minority, keep
+
+    def _generate(self, request):
+        prompt = request.prompt
+        last = prompt.rsplit(self.input_prefix, 1)[-1].split("\n")[0].strip()
+        k = prompt.count(self.output_prefix) - 1
+        text = self.majority if k == 0 or last == self.keep else self.minority
+        return LMResponse(text=f" {text}\n", prompt_tokens=len(prompt.split()), completion_tokens=1)
+
+
+def test_balanced_objective_ranks_a_collapsed_prompt_below_one_that_tells_labels_apart(tmp_path):
+    def run(objective):
+        # two trials: the first fixed demo set (start: demos), then the zero-shot seed prompt
+        task = sst2_task(trials=2, bootstrap_examples=0, selectors=["random"], proposers=["offline"], prune=False,
+                         start="demos", max_demos=2, validation=25, objective=objective)
+        val = make_splits(task).validation
+        counts = collections.Counter(e.output for e in val)
+        (majority, m), (minority, _) = counts.most_common()
+        assert m > len(val) / 2  # the check below needs a split with a majority label
+        keep = next(e.inputs["sentence"] for e in val if e.output == majority)
+        backend = CollapseBackend({e.inputs["sentence"]: e.output for e in val}, majority, minority, keep)
+        res = optimize(task, RunOptions(out=tmp_path / objective, backend=backend, seed=0))
+        recs = {r["slot"]: r for r in map(json.loads, (tmp_path / objective / "trials.jsonl").read_text().splitlines())}
+        return res.summary, recs, len(val), m
+
+    s, recs, n, m = run("mean")
+    assert s["objective"] == "mean" and s["best"]["n_demos"] == 0  # accuracy prefers the collapsed prompt
+    assert recs[1]["score"] == pytest.approx(m / n) and recs[0]["score"] == pytest.approx((n - m + 1) / n)
+    assert "metric_mean" not in recs[0]
+    s, recs, n, m = run("balanced")
+    assert s["objective"] == "balanced" and s["best"]["n_demos"] == 2
+    assert recs[1]["score"] == pytest.approx(0.5) and recs[1]["metric_mean"] == pytest.approx(m / n)
+    assert recs[0]["score"] == pytest.approx((1 + 1 / m) / 2) == s["best"]["objective_val"]
+    # what is reported (and compared with other methods) is the plain validation accuracy
+    assert recs[0]["metric_mean"] == pytest.approx((n - m + 1) / n) == s["best"]["val"]
+    # without a label set the objective is the mean
+    task = sst2_task(objective="balanced")
+    task.output.labels = None
+    assert task.objective == "mean"
+
+
 def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_path):
     def run(start, **kw):
         task = sst2_task(trials=4, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=6,
@@ -301,6 +362,21 @@ def test_batch_calibration_is_a_joint_readout_read_off_the_same_pass(tmp_path):
     for e in make_splits(task).test[:8]:  # the exported rule answers as the engine does
         top = backend.complete(ev.request(best, e.inputs)).logprobs[0]
         assert client_pick(top, spec) == ev.run_one(best, e).prediction["sentiment"] == e.output
+
+
+def test_the_balanced_objective_weighs_every_joint_readout(tmp_path):
+    task = sst2_task(trials=3, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=1,
+                     scoring=["auto"], validation=25, prune=False, objective="balanced")
+    val = make_splits(task).validation
+    neg = sum(e.output == "negative" for e in val) / len(val)
+    assert neg != 0.5
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=_HiddenBias(scripted_for(task).answers), seed=0))
+    recs = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    assert recs and all(r["state"] == "complete" for r in recs)
+    for r in recs:  # the bias makes the two calibration-free readouts answer "negative" everywhere
+        assert r["readouts"]["likelihood"] == r["readouts"]["calibrated"] == pytest.approx(0.5)
+        assert r["readouts"]["batch"] == 1.0 == r["score"] == r["metric_mean"] and r["readout"] == "batch"
+    assert res.summary["objective"] == "balanced" and res.summary["best"]["val"] == 1.0
 
 
 def test_batch_calibration_needs_joint_readouts(tmp_path):

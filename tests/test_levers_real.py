@@ -17,6 +17,7 @@ from optimizer.lm import create_backend
 from optimizer.lm.profiles import LMProfile
 from optimizer.program import Candidate
 from optimizer.runread import FinishedRun
+from optimizer.search import balanced_weights, open_storage
 from optimizer.task import load_task
 
 
@@ -95,6 +96,36 @@ def test_likelihood_through_a_real_server_agrees_with_in_process(small, llama_se
     assert remote.usage.calls == len(splits.validation) + 1  # + the content-free calibration call
     same = sum(x.prediction == y.prediction for x, y in zip(a.outcomes, b.outcomes))
     assert same >= 0.9 * len(splits.validation), (same, [o.prediction for o in b.outcomes])
+
+
+def test_the_balanced_objective_on_the_embedded_model(tmp_path):
+    import optuna
+
+    path = small_sst2_task(tmp_path / "task.yaml", sizes=(40, 25, 20), scoring=["likelihood"], selectors=["random"],
+                           demo_sets=2, proposers=["offline"], bootstrap_examples=0, prune=False, objective="balanced")
+    run = tmp_path / "run"
+    r = run_cli(str(path), "--trials", "3", "--seed", "0", "--out", str(run), "--cache-dir", str(tmp_path / "cache"),
+                "--quiet", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["objective"] == "balanced"
+    val = make_splits(load_task(path)).validation
+    w = balanced_weights(val)
+    study = optuna.load_study(study_name="sst2-seed0", storage=open_storage(f"sqlite:///{run}/study.db"))
+    recs = {r["trial"]: r for r in map(json.loads, (run / "trials.jsonl").read_text().splitlines())}
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3
+    for t in complete:  # each reported value is the example's accuracy (0 or 1) times its label's weight
+        right = {i: v / w[i] for i, v in t.intermediate_values.items()}
+        assert sorted(right) == list(range(len(val))) and all(x in (0.0, 1.0) for x in right.values())
+        recall = [sum(right[i] for i, e in enumerate(val) if e.output == lab) /
+                  sum(e.output == lab for e in val) for lab in ("negative", "positive")]
+        assert t.value == pytest.approx(sum(recall) / 2)
+        assert recs[t.number]["metric_mean"] == pytest.approx(sum(right.values()) / len(val))
+    best = max(complete, key=lambda t: t.value)
+    assert summary["best"]["objective_val"] == pytest.approx(best.value, abs=1e-6)
+    # the reported validation score is plain accuracy, from the report's own pass over the same split
+    assert summary["best"]["val"] == pytest.approx(recs[summary["best"]["trial"]]["metric_mean"], abs=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -126,6 +126,17 @@ def test_validate_reports_the_validation_top_up(tmp_path):
     assert "scores 150 validation examples, 50 of them from the end of train (150 stay" in r.stdout
 
 
+def test_validate_reports_the_balanced_objective_and_its_label_counts(tmp_path):
+    p = write_task(tmp_path, SST2.replace("optimizer:\n", "optimizer:\n  objective: balanced\n"))
+    r = run_cli("validate", str(p))
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if "optimizer.objective" in x)
+    counts = dict(part.rsplit(" ", 1) for part in line.split("(")[1].rstrip(")").split(", "))
+    assert set(counts) == {"negative", "positive"} and sum(map(int, counts.values())) == 100
+    r = run_cli("validate", str(write_task(tmp_path, SST2.replace("optimizer:\n", "optimizer:\n  objective: fair\n"))))
+    assert r.returncode == 2 and "objective" in r.stderr
+
+
 def test_run_with_bad_task_keeps_existing_run_dir(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
