@@ -94,15 +94,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
           f"({profile.backend})")
     if overlap:
         print("  inputs shared between source splits: " + ", ".join(f"{k} {v}" for k, v in overlap.items()))
-    searched = splits.with_validation_of(task.optimizer.min_validation).sizes()
+    searched_splits = splits.with_validation_of(task.optimizer.min_validation)
+    searched = searched_splits.sizes()
     if searched != sizes:
         print(f"  optimizer.min_validation: the search scores {searched['validation']} validation examples, "
               f"{searched['validation'] - sizes['validation']} of them from the end of train "
               f"({searched['train']} stay as the demo pool)")
     if task.optimizer.objective == "balanced":
         if task.objective == "balanced":
-            counts = collections.Counter(e.output for e in splits.with_validation_of(
-                task.optimizer.min_validation).validation)
+            counts = collections.Counter(e.output for e in searched_splits.validation)
             print("  optimizer.objective: balanced: each label weighs the same on validation ("
                   + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
         else:

@@ -688,7 +688,6 @@ class Search:
         chosen = cand.scoring if len(readouts) == 1 else None
         steps: list[int] = []  # the step of each scored example
         scored: list[int] = []  # its index in the validation split
-        metric: list[float] = []  # its unweighted score under the first readout
         reported = 0  # of them, how many went to the trial (under the chosen readout)
         self.candidates[trial.number] = cand
         if self.shared_order is not None:
@@ -716,7 +715,6 @@ class Search:
                         break
                     continue
                 w = self._weight(idx)
-                metric.append(out.score)
                 per[cand.scoring].append(out.score * w)
                 for other in list(readouts[1:]):  # no LM call: the response is the one just scored
                     try:
@@ -762,10 +760,9 @@ class Search:
                "completion_tokens": used.completion_tokens, "seconds": round(time.perf_counter() - t0, 3),
                "instruction_origin": cand.origin.get("instruction_origin"),
                "demo_selector": cand.origin.get("demo_selector"), "prompt_words": self.evaluator.prompt_tokens(cand)}
-        if self.weights is not None and scores:  # the objective is weighted: the plain mean beside it
-            plain = [self.evaluator.run_one(cand, self.validation[i]).score for i in scored] \
-                if chosen != readouts[0].scoring else metric
-            rec["metric_mean"] = round(sum(plain) / len(plain), 6)
+        if self.weights is not None and scores:  # the objective is weighted: the plain mean beside it (memoised)
+            rec["metric_mean"] = round(sum(self.evaluator.run_one(cand, self.validation[i]).score
+                                           for i in scored) / len(scored), 6)
         if len(per) > 1:
             rec["readouts"] = {k: round(sum(v) / len(v), 6) if v else None for k, v in per.items()}
             rec["readout"] = chosen
