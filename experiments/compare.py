@@ -229,17 +229,29 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
 def trajectory(run_dir, summary):
     """[(LM calls so far, validation mean of the incumbent)] after each trial, setup calls included; the
     incumbent is the complete trial with the best objective so far (under the balanced objective its
-    plain validation mean, ``metric_mean``, is what is compared with other methods' val)."""
+    plain validation mean, ``metric_mean``, is what is compared with other methods' val; with cross-fitting,
+    ``val_mean``, the validation split's part alone)."""
     recs = [json.loads(x) for x in (Path(run_dir) / "trials.jsonl").read_text().splitlines() if x.strip()]
     recs.sort(key=lambda r: (r["slot"], r["trial"]))
     calls = sum(summary["phases"][k]["calls"] for k in ("proposer", "probe", "bootstrap") if k in summary["phases"])
     best, out = None, []
     for r in recs:
         calls += r["lm_calls"]
-        if r["state"] == "complete" and (best is None or r["score"] > best["score"]):
+        if r["state"] == "complete" and (best is None or _rank(r) > _rank(best)):
             best = r
-        out.append([calls, None if best is None else best.get("metric_mean", best["score"])])
+        out.append([calls, None if best is None else _val_of(best)])
     return out
+
+
+def _rank(rec):
+    """How the engine ranks complete trials (``search.pick_best``): objective, then the plain mean."""
+    return rec["score"], rec.get("metric_mean", rec["score"])
+
+
+def _val_of(rec):
+    """A trial's plain mean on the validation split: ``val_mean`` when it was also scored on cross-fitted
+    training examples, ``metric_mean`` under a weighted objective, else its score."""
+    return rec.get("val_mean", rec.get("metric_mean", rec["score"]))
 
 
 def calls_to_reach(traj, target):

@@ -85,8 +85,8 @@ class SampleEvaluator(Evaluator):
         super().__init__(*args, **kwargs)
         self.sample = sample
 
-    def request(self, candidate: Candidate, inputs: dict[str, Any]):
-        req = super().request(candidate, inputs)
+    def request(self, candidate: Candidate, inputs: dict[str, Any], exclude: str | None = None):
+        req = super().request(candidate, inputs, exclude)
         return dataclasses.replace(req, sample=self.sample) if self.sample else req
 
 

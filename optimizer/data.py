@@ -309,6 +309,19 @@ def search_splits(task: TaskSpec) -> Splits:
     return make_splits(task).with_validation_of(task.optimizer.min_validation)
 
 
+def crossfit_examples(train: list[Example], n: int, seed: int, labeled: bool) -> list[Example]:
+    """Up to ``n`` training examples for cross-fitted scoring (``optimizer.crossfit``): all of train when it
+    has no more, else a seeded draw, label-stratified for a classification task; in train's order."""
+    if n <= 0:
+        return []
+    if n >= len(train):
+        return list(train)
+    from .selectors import stratified_sample
+
+    chosen = {e.id for e in stratified_sample(train, n, random.Random(f"{seed}:crossfit"), labeled)}
+    return [e for e in train if e.id in chosen]
+
+
 def source_overlap(task: TaskSpec, raw: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     """How many inputs occur in two source splits (reported by `validate`)."""
     keys = {src: {e.key() for e in to_examples(task, src, rows)} for src, rows in raw.items()}

@@ -42,7 +42,7 @@ import optuna
 
 from . import __version__
 from .budget import PRICES_FILE, Budget, Limits, cost_of, estimate_tokens, load_prices
-from .data import Splits, search_splits
+from .data import Splits, crossfit_examples, search_splits
 from .errors import BudgetExceeded, ConfigError, MetricError
 from .evaluate import EvalResult, Evaluator
 from .lm import LMBackend, ResponseCache, create_backend, default_cache_dir, load_profile
@@ -293,12 +293,16 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
         emit("phase", name="search", trials=n_trials, validation=len(splits.validation),
              done=sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
                       for t in study.get_trials(deepcopy=False)))
-        search = Search(study, space, evaluator, splits.validation, seed=seed, on_event=emit,
+        # what trials are scored on: validation, then the cross-fitted training examples (optimizer.crossfit)
+        selection = splits.validation + crossfit_examples(splits.train, task.optimizer.crossfit, seed,
+                                                          bool(task.label_set))
+        search = Search(study, space, evaluator, selection, seed=seed, on_event=emit,
                         trial_log=run.append_trial, exclusive=exclusive, worker_id=run.meta["worker"],
                         max_failure_rate=opts.max_failure_rate, grace=opts.grace,
                         shared_order=task.optimizer.racing == "halving", stratify=bool(task.label_set),
                         readout_after=min(task.optimizer.min_examples, len(splits.validation)),
-                        weights=balanced_weights(splits.validation) if task.objective == "balanced" else None,
+                        weights=balanced_weights(selection) if task.objective == "balanced" else None,
+                        n_validation=len(splits.validation),
                         call_cap=None if opts.search_calls is None
                         else max(0, opts.search_calls - int(setup.get("setup_calls", 0))))
         u3 = backend.usage
@@ -569,9 +573,9 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
         rows["bootstrap"] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
     typical = Candidate(task.instruction, demos, {})
     seed_c = Candidate(task.instruction, (), {})
-    val_tokens = tokens(typical, splits.validation)
-    rows["search"] = {"calls": n_trials * len(splits.validation), "prompt_tokens": n_trials * val_tokens,
-                      "completion_tokens": n_trials * len(splits.validation) * mt}
+    scored = splits.validation + crossfit_examples(splits.train, task.optimizer.crossfit, seed, bool(task.label_set))
+    rows["search"] = {"calls": n_trials * len(scored), "prompt_tokens": n_trials * tokens(typical, scored),
+                      "completion_tokens": n_trials * len(scored) * mt}
     if opts.search_calls is not None:  # the search stops at the cap
         room = max(0, opts.search_calls - rows["proposer"]["calls"] - rows["bootstrap"]["calls"])
         if room < rows["search"]["calls"]:
@@ -590,5 +594,5 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
             "seed": seed, "trials": n_trials, "splits": splits.sizes(), "phases": rows, "total": total,
             "prices": prices.model_dump() if prices else None,
             "limits": {k2: v for k2, v in vars(limits).items() if v is not None},
-            "notes": "upper bounds: every trial sees every validation example (pruning lowers this) and no "
+            "notes": "upper bounds: every trial sees every validation (and cross-fitted) example (pruning lowers this) and no "
                      "response is cached yet; tokens are estimated from characters (about 3 per token)"}

@@ -129,21 +129,28 @@ class Evaluator:
     def signature(self, candidate: Candidate) -> type[dspy.Signature]:
         return make_signature(self.task, candidate.instruction)
 
-    def demos_for(self, candidate: Candidate, inputs: dict[str, Any]) -> tuple[Example, ...]:
-        """The candidate's demos for one input: fixed, or its ``knn`` nearest pool demos."""
-        if not candidate.knn:
-            return candidate.demos
+    def demos_for(self, candidate: Candidate, inputs: dict[str, Any], exclude: str | None = None
+                  ) -> tuple[Example, ...]:
+        """The candidate's demos for one input: fixed, or its ``knn`` nearest pool demos. ``exclude`` (the
+        input's example id) is never among them: a training example scored by cross-fitting is answered
+        by the set without it, or by its other nearest pool examples. Splits are leakage-free, so only
+        a training example's id can match a demo."""
         ids = tuple(d.id for d in candidate.demos)
+        own = exclude is not None and exclude in ids
+        if not candidate.knn:
+            return tuple(d for d in candidate.demos if d.id != exclude) if own else candidate.demos
         index = self._knn.get(ids)
         if index is None:
             names = self.task.input_names
             index = self._knn[ids] = KnnIndex([input_text(d.inputs, names) for d in candidate.demos])
-        return tuple(candidate.demos[i] for i in index.nearest(input_text(inputs, self.task.input_names),
-                                                                 candidate.knn))
+        near = index.nearest(input_text(inputs, self.task.input_names), candidate.knn + own)
+        # nearest comes most similar last: dropping the example itself leaves the other k nearest
+        return tuple(candidate.demos[i] for i in near if candidate.demos[i].id != exclude)[-candidate.knn:]
 
-    def request(self, candidate: Candidate, inputs: dict[str, Any]) -> LMRequest:
+    def request(self, candidate: Candidate, inputs: dict[str, Any], exclude: str | None = None) -> LMRequest:
+        """The rendered call for one input (``exclude``: its example id, kept out of the demos)."""
         sig = self.signature(candidate)
-        demos = self.demos_for(candidate, inputs)
+        demos = self.demos_for(candidate, inputs, exclude)
         req = render_request(self.adapter, sig, demo_dicts(self.task, demos), inputs,
                              max_tokens=self.max_tokens, temperature=self.temperature)
         if candidate.scoring != "generate":
@@ -236,7 +243,7 @@ class Evaluator:
         if hit is not None:
             return hit
         sig = self.signature(candidate)
-        req = self.request(candidate, example.inputs)
+        req = self.request(candidate, example.inputs, example.id)
         if candidate.scoring == "generate":
             resp = self.backend.complete(req)
             values, ok = parse_response(self.adapter, sig, resp.text)

@@ -78,6 +78,7 @@ class SearchSpace:
     orders: int = 1  # demo orders tried per demo prefix: 0 = as selected, k > 0 = a permutation seeded by k
     # the first trial, which every later one races against: "seed" (the seed prompt) or "demos" (the seed
     # instruction with the first fixed demo set's first start_demos demos; the seed prompt then runs as slot 1)
+    # or "knn" (the same with each input's start_demos nearest pool demos, when a kNN pool is among the sets)
     start: str = "seed"
     start_demos: int | None = None  # None: max_demos (studies described before this field started with 4)
     # label readouts read jointly: a trial scores its prompt under every scoring from the same responses and
@@ -148,10 +149,13 @@ class SearchSpace:
         none). Racing prunes later trials against the first complete one, so a weak first trial (a
         zero-shot seed that a base model cannot answer) costs a whole validation pass and prunes
         nothing; and such a model gains most from more demos (SST-2, embedded model, the same random
-        set on 100 validation sentences: 0.85 with its first 4 demos, 0.89 with all 8)."""
+        set on 100 validation sentences: 0.85 with its first 4 demos, 0.89 with all 8). ``start: knn``
+        takes the kNN pool instead, when there is one."""
         if not self.has_demos:
             return None
         fixed = next((i for i, (sel, exs) in enumerate(self.demo_sets) if sel != "knn" and exs), None)
+        if self.start == "knn":  # per-input demos (the kNN pool) when there is one
+            fixed = next((i for i, (sel, exs) in enumerate(self.demo_sets) if sel == "knn" and exs), fixed)
         if fixed is None:
             return None
         return {**self.seed_params(), "demo_set": fixed,
@@ -159,7 +163,7 @@ class SearchSpace:
 
     def fixed_params(self, slot: int) -> dict[str, Any] | None:
         """The parameters of a slot that is not left to the sampler (None: the sampler proposes)."""
-        first = self.start_params() if self.start == "demos" else None
+        first = self.start_params() if self.start in ("demos", "knn") else None
         order = [first, self.seed_params()] if first else [self.seed_params()]
         return order[slot] if slot < len(order) else None
 
@@ -628,7 +632,7 @@ class Search:
                  worker_id: str | None = None, max_failure_rate: float = 0.1, max_slot_attempts: int = 3,
                  heartbeat: float = 5.0, grace: float = 60.0, poll: float = 1.0, call_cap: int | None = None,
                  shared_order: bool = False, stratify: bool = False, readout_after: int = 16,
-                 weights: list[float] | None = None):
+                 weights: list[float] | None = None, n_validation: int | None = None):
         self.study = study
         self.storage = study._storage
         self.space = space
@@ -653,6 +657,9 @@ class Search:
         self.readout_after = max(1, readout_after)  # examples that choose a joint-readout trial's readout
         # each validation example's weight in what a trial reports (the balanced objective); None: all 1
         self.weights = weights
+        # ``validation`` is what trials are scored on: the validation split first, then (cross-fitting,
+        # ``optimizer.crossfit``) training examples; a record's ``val_mean`` is the split's part alone
+        self.n_validation = len(validation) if n_validation is None else n_validation
         self.capped = False  # the cap was reached: no further trial starts
         self.candidates: dict[int, Candidate] = {}
         self.ran = 0  # trials this process finished (any state)
@@ -763,6 +770,11 @@ class Search:
         if self.weights is not None and scores:  # the objective is weighted: the plain mean beside it (memoised)
             rec["metric_mean"] = round(sum(self.evaluator.run_one(cand, self.validation[i]).score
                                            for i in scored) / len(scored), 6)
+            trial.set_user_attr("metric_mean", rec["metric_mean"])
+        if self.n_validation < len(self.validation):  # cross-fitted: the validation split's plain mean beside it
+            own = [self.evaluator.run_one(cand, self.validation[i]).score for i in scored if i < self.n_validation]
+            rec["val_mean"] = round(sum(own) / len(own), 6) if own else None
+            rec["crossfit_examples"] = len(scored) - len(own)
         if len(per) > 1:
             rec["readouts"] = {k: round(sum(v) / len(v), 6) if v else None for k, v in per.items()}
             rec["readout"] = chosen
@@ -975,7 +987,10 @@ def _report(trial: optuna.Trial, scores: list[float], steps: list[int], start: i
 
 
 def _rank(t: optuna.trial.FrozenTrial) -> tuple:
-    return (round(t.value, 9), -t.user_attrs.get("prompt_words", 0), -trial_slot(t), -t.number)
+    # a weighted objective's ties (prompts that each answer one label everywhere score 1/K balanced) go to
+    # the higher plain mean over the same examples
+    return (round(t.value, 9), round(t.user_attrs.get("metric_mean", t.value), 9), -t.user_attrs.get("prompt_words", 0),
+            -trial_slot(t), -t.number)
 
 
 def pick_best(complete: list[optuna.trial.FrozenTrial], pick: str = "best") -> optuna.trial.FrozenTrial:

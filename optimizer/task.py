@@ -171,9 +171,10 @@ class OptimizerSpec(_Strict):
     pick: Literal["best", "shortest"] = "best"
     # the first trial, the incumbent later trials race against: the seed prompt, or the seed instruction
     # with start_demos demos of the first fixed demo set (the seed prompt then runs second, and is pruned
-    # early when it is weak, as a zero-shot prompt on a small base model is)
-    start: Literal["seed", "demos"] = "seed"
-    start_demos: int | None = Field(default=None, ge=1)  # demos of the `start: demos` trial (None: max_demos)
+    # early when it is weak, as a zero-shot prompt on a small base model is), or (knn) the seed instruction
+    # with each input's start_demos nearest training examples (the first fixed set when there is no kNN pool)
+    start: Literal["seed", "demos", "knn"] = "seed"
+    start_demos: int | None = Field(default=None, ge=1)  # demos of the `start: demos|knn` trial (None: max_demos)
     # trials TPE draws at random before it models the finished ones (None: a quarter of the trials, at least 4)
     startup_trials: int | None = Field(default=None, ge=1)
     # a validation split smaller than this is topped up from the end of the train split (the demo pool
@@ -184,6 +185,11 @@ class OptimizerSpec(_Strict):
     # label everywhere scores 1/K under accuracy whatever the split's label shares (a small model's usual
     # collapse), and a split skewed towards one label does not pick the prompts that collapse onto it
     objective: Literal["mean", "balanced"] = "mean"
+    # training examples (seeded, label-stratified; 0: none) that trials are scored on beside validation,
+    # each answered without itself among the demos (a kNN prompt retrieves its other nearest pool examples,
+    # a fixed set leaves that example out): cross-fitting, more evidence to select on without moving
+    # examples out of the demo pool; the reported validation score stays the validation split's
+    crossfit: int = Field(default=0, ge=0)
 
 
 class TaskSpec(_Strict):

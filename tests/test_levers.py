@@ -12,7 +12,7 @@ import pytest
 
 from conftest import sst2_task
 from fakes import ScriptedBackend
-from optimizer.data import Example, make_splits
+from optimizer.data import Example, crossfit_examples, make_splits
 from optimizer.engine import RunOptions, make_evaluator, optimize
 from optimizer.lm.base import LMResponse
 from optimizer.errors import ConfigError
@@ -185,6 +185,72 @@ def test_min_validation_scores_trials_on_train_examples_that_leave_the_demo_pool
     assert pool and not pool & {e.id for e in train[26:]}  # no demo is an example the search scores
 
 
+def test_a_training_example_is_never_its_own_demo():
+    task = sst2_task()
+    train = make_splits(task).train
+    backend = scripted_for(task)
+    ev = make_evaluator(task, backend.profile, backend)
+    x = train[0]
+    knn = Candidate(task.instruction, tuple(train), knn=3)
+    assert ev.demos_for(knn, x.inputs)[-1] == x  # without the exclusion the example is its own nearest demo
+    got = ev.demos_for(knn, x.inputs, exclude=x.id)
+    assert len(got) == 3 and x not in got
+    # the other three nearest: what a pool without the example retrieves
+    assert got == ev.demos_for(Candidate(task.instruction, tuple(train[1:]), knn=3), x.inputs)
+    fixed = Candidate(task.instruction, tuple(train[:4]))
+    assert ev.demos_for(fixed, x.inputs, exclude=x.id) == tuple(train[1:4])
+    assert ev.demos_for(fixed, x.inputs, exclude=train[9].id) == tuple(train[:4])
+    # run_one scores an example with itself left out: its input appears once in the prompt, as the query
+    ev.run_one(fixed, x)
+    assert backend.prompts[-1].count(x.inputs["sentence"]) == 1
+
+
+class CopyBackend(ScriptedBackend):
+    """Right only when the input is among the prompt's demos (it copies that demo's label), else ``wrong``."""
+
+    def _generate(self, request):
+        prompt = request.prompt
+        last = prompt.rsplit(self.input_prefix, 1)[-1].split("\n")[0].strip()
+        copied = prompt.count(f"{self.input_prefix} {last}\n") > 1
+        text = self.answers[last] if copied else self.wrong
+        return LMResponse(text=f" {text}\n", prompt_tokens=len(prompt.split()), completion_tokens=1)
+
+
+def test_crossfit_scores_trials_on_training_examples_answered_without_themselves(tmp_path):
+    # crossfit 100 >= train 40: every training example is scored beside validation, so every demo is one
+    task = sst2_task(trials=2, bootstrap_examples=0, selectors=["random"], proposers=["offline"], prune=False,
+                     scoring=["generate"], start="demos", max_demos=4, crossfit=100)
+    splits = make_splits(task)
+    assert crossfit_examples(splits.train, 100, 0, True) == splits.train
+    backend = CopyBackend({e.inputs["sentence"]: e.output for e in splits.train + splits.validation + splits.test})
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=backend, seed=0))
+    n_val, n_train = len(splits.validation), len(splits.train)
+    recs = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    assert [r["examples"] for r in recs] == [n_val + n_train] * 2
+    assert all(r["crossfit_examples"] == n_train for r in recs)
+    study = optuna.load_study(study_name=f"{task.task}-seed0", storage=open_storage(f"sqlite:///{tmp_path}/run/study.db"))
+    demo_trial = next(t for t in study.trials if t.params["n_demos"] > 0)
+    demos = space_of(study, splits.train).candidate(0, demo_trial.params["demo_set"], 4).demos
+    assert any(d.output != "negative" for d in demos)  # a copy of such a demo would score
+    for t in study.trials:  # no example is answered by a copy of itself: the copying LM answers "negative"
+        wrong = [float(e.output == "negative") for e in splits.validation + splits.train]
+        assert [t.intermediate_values[i] for i in range(n_val + n_train)] == wrong
+        rec = next(r for r in recs if r["trial"] == t.number)
+        assert rec["val_mean"] == pytest.approx(sum(wrong[:n_val]) / n_val)
+    # what is reported is the validation split's score alone
+    assert res.summary["best"]["val"] == pytest.approx(sum(wrong[:n_val]) / n_val, abs=1e-6)
+    assert res.summary["splits"]["validation"] == n_val
+
+
+def test_crossfit_examples_are_a_seeded_label_stratified_draw():
+    train = [Example(str(i), {"sentence": str(i)}, lab) for i, lab in enumerate("a" * 30 + "b" * 10)]
+    got = crossfit_examples(train, 12, 3, True)
+    assert got == crossfit_examples(train, 12, 3, True) != crossfit_examples(train, 12, 4, True)
+    assert len(got) == 12 and collections.Counter(e.output for e in got) == {"a": 6, "b": 6}
+    assert [e.id for e in got] == sorted((e.id for e in got), key=int)  # train's order
+    assert crossfit_examples(train, 0, 3, True) == [] and crossfit_examples(train, 99, 3, True) == train
+
+
 def test_balanced_weights_give_each_label_the_same_total_weight():
     val = [Example(str(i), {"sentence": str(i)}, lab) for i, lab in enumerate("aaaaaabbc")]
     w = balanced_weights(val)
@@ -242,6 +308,32 @@ def test_balanced_objective_ranks_a_collapsed_prompt_below_one_that_tells_labels
     task = sst2_task(objective="balanced")
     task.output.labels = None
     assert task.objective == "mean"
+
+
+def test_a_balanced_tie_between_collapsed_prompts_goes_to_the_higher_plain_mean(tmp_path):
+    # the zero-shot seed prompt answers the minority label everywhere, the demo prompt the majority label:
+    # both score 0.5 balanced; the shorter (zero-shot) prompt used to win the tie
+    task = sst2_task(trials=2, bootstrap_examples=0, selectors=["random"], proposers=["offline"], prune=False,
+                     start="demos", max_demos=2, validation=25, objective="balanced")
+    val = make_splits(task).validation
+    (majority, m), (minority, _) = collections.Counter(e.output for e in val).most_common()
+    backend = CollapseBackend({e.inputs["sentence"]: e.output for e in val}, minority, majority, keep=None)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=backend, seed=0))
+    recs = {r["slot"]: r for r in map(json.loads, (tmp_path / "run" / "trials.jsonl").read_text().splitlines())}
+    assert recs[0]["score"] == recs[1]["score"] == pytest.approx(0.5)
+    assert res.summary["best"]["n_demos"] == 2 and res.summary["best"]["val"] == pytest.approx(m / len(val))
+
+
+def test_start_knn_makes_the_kNN_pool_the_first_incumbent():
+    train = [Example(str(i), {"sentence": str(i)}, "ab"[i % 2]) for i in range(12)]
+    sets = [("random", train[:6]), ("knn", train), ("diverse", train[6:])]
+    knn = SearchSpace([("x", "seed")], sets, 6, start="knn", start_demos=4)
+    assert knn.fixed_params(0) == {"instruction": 0, "demo_set": 1, "n_demos": 4}
+    assert knn.fixed_params(1) == knn.seed_params() and knn.fixed_params(2) is None
+    assert knn.of_params(knn.fixed_params(0)).knn == 4
+    # no kNN pool: the first fixed set, as start: demos
+    no_pool = SearchSpace([("x", "seed")], [sets[0], sets[2]], 6, start="knn")
+    assert no_pool.fixed_params(0) == SearchSpace([("x", "seed")], [sets[0], sets[2]], 6, start="demos").fixed_params(0)
 
 
 def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_path):

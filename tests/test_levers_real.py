@@ -153,3 +153,43 @@ def test_a_calibrated_knn_winner_exports_as_yaml_and_passes_parity(lever_run, tm
     assert art["output_parsing"]["rule"] == "label-likelihood" and art["parameters"]["logprobs"] == 20
     with pytest.raises(ConfigError, match="export it as yaml"):
         build_artifact(FinishedRun.open(lever_run), "completion")
+
+
+def test_crossfit_on_the_embedded_model_scores_each_training_example_without_itself(tmp_path):
+    import optuna
+
+    from optimizer.engine import RunOptions, optimize
+    from optimizer.search import space_of
+
+    path = small_sst2_task(tmp_path / "task.yaml", sizes=(20, 12, 10), scoring=["likelihood"], selectors=["knn"],
+                           demo_sets=1, proposers=["offline"], bootstrap_examples=0, prune=False, crossfit=8,
+                           start="demos", max_demos=3)
+    task = load_task(path)
+    splits = make_splits(task)
+    profile = resolve_lm(task, None)
+    backend = create_backend(profile, cache=False)
+    try:
+        res = optimize(task, RunOptions(out=tmp_path / "run", backend=backend, seed=0, trials=2))
+    finally:
+        backend.close()
+    recs = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    assert [(r["examples"], r["crossfit_examples"]) for r in recs] == [(20, 8), (20, 8)]
+    study = optuna.load_study(study_name="sst2-seed0", storage=open_storage(f"sqlite:///{tmp_path}/run/study.db"))
+    knn_trial = next(t for t in study.trials if t.params["n_demos"] > 0)
+    cand = space_of(study, splits.train).candidate(0, 0, knn_trial.params["n_demos"], "likelihood")
+    assert cand.knn == knn_trial.params["n_demos"] and len(cand.demos) == 20
+    from optimizer.data import crossfit_examples
+
+    fitted = crossfit_examples(splits.train, 8, 0, True)
+    # each cross-fitted score is the real model's answer to a prompt whose demos leave the example out
+    backend = create_backend(profile, cache=False)
+    ev = make_evaluator(task, profile, backend)
+    try:
+        for j, x in enumerate(fitted[:3]):
+            assert ev.run_one(cand, x).score == knn_trial.intermediate_values[12 + j]
+            assert ev.request(cand, x.inputs, x.id).prompt.count(x.inputs["sentence"]) == 1  # the query only
+            assert ev.prompt_text(cand, x.inputs).count(x.inputs["sentence"]) == 2  # without the exclusion: its own demo
+    finally:
+        backend.close()
+    rec = next(r for r in recs if r["trial"] == knn_trial.number)
+    assert res.summary["splits"]["validation"] == 12 and 0 <= rec["val_mean"] <= 1
