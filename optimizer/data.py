@@ -322,6 +322,11 @@ def crossfit_examples(train: list[Example], n: int, seed: int, labeled: bool) ->
     return [e for e in train if e.id in chosen]
 
 
+def selection_examples(task: TaskSpec, splits: Splits, seed: int) -> list[Example]:
+    """What a run's trials are scored on: the validation split, then its cross-fitted training examples."""
+    return splits.validation + crossfit_examples(splits.train, task.optimizer.crossfit, seed, bool(task.label_set))
+
+
 def source_overlap(task: TaskSpec, raw: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     """How many inputs occur in two source splits (reported by `validate`)."""
     keys = {src: {e.key() for e in to_examples(task, src, rows)} for src, rows in raw.items()}

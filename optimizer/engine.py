@@ -42,7 +42,7 @@ import optuna
 
 from . import __version__
 from .budget import PRICES_FILE, Budget, Limits, cost_of, estimate_tokens, load_prices
-from .data import Splits, crossfit_examples, search_splits
+from .data import Splits, search_splits, selection_examples
 from .errors import BudgetExceeded, ConfigError, MetricError
 from .evaluate import EvalResult, Evaluator
 from .lm import LMBackend, ResponseCache, create_backend, default_cache_dir, load_profile
@@ -294,8 +294,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
              done=sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
                       for t in study.get_trials(deepcopy=False)))
         # what trials are scored on: validation, then the cross-fitted training examples (optimizer.crossfit)
-        selection = splits.validation + crossfit_examples(splits.train, task.optimizer.crossfit, seed,
-                                                          bool(task.label_set))
+        selection = selection_examples(task, splits, seed)
         search = Search(study, space, evaluator, selection, seed=seed, on_event=emit,
                         trial_log=run.append_trial, exclusive=exclusive, worker_id=run.meta["worker"],
                         max_failure_rate=opts.max_failure_rate, grace=opts.grace,
@@ -573,7 +572,7 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
         rows["bootstrap"] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
     typical = Candidate(task.instruction, demos, {})
     seed_c = Candidate(task.instruction, (), {})
-    scored = splits.validation + crossfit_examples(splits.train, task.optimizer.crossfit, seed, bool(task.label_set))
+    scored = selection_examples(task, splits, seed)
     rows["search"] = {"calls": n_trials * len(scored), "prompt_tokens": n_trials * tokens(typical, scored),
                       "completion_tokens": n_trials * len(scored) * mt}
     if opts.search_calls is not None:  # the search stops at the cap
