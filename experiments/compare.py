@@ -356,6 +356,8 @@ def main():
     ap.add_argument("--val", type=int, default=100)
     ap.add_argument("--test", type=int, default=300)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--ours", default="ours@small-model",
+                    help="the method the verdict table sets against MIPROv2 light and every other method")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -389,7 +391,7 @@ def main():
                       f"calls {row['task_lm_calls']} {row['seconds']}s", flush=True)
     table = aggregate(rows)
     (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
-    text = markdown(table) + "\n\n" + verdict(table) + "\n"
+    text = markdown(table) + "\n\n" + verdict(table, ours=args.ours) + "\n"
     (out / "table.md").write_text(text)
     print(text)
 

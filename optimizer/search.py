@@ -79,6 +79,7 @@ class SearchSpace:
     # the first trial, which every later one races against: "seed" (the seed prompt) or "demos" (the seed
     # instruction with the first fixed demo set's first start_demos demos; the seed prompt then runs as slot 1)
     # or "knn" (the same with each input's start_demos nearest pool demos, when a kNN pool is among the sets)
+    # or "demos+knn" (both: the fixed set first, the kNN pool second, then the seed prompt)
     start: str = "seed"
     start_demos: int | None = None  # None: max_demos (studies described before this field started with 4)
     # label readouts read jointly: a trial scores its prompt under every scoring from the same responses and
@@ -143,18 +144,18 @@ class SearchSpace:
             p["order"] = 0
         return p
 
-    def start_params(self) -> dict[str, Any] | None:
+    def start_params(self, start: str | None = None) -> dict[str, Any] | None:
         """A strong first incumbent for small models: the seed instruction with ``start_demos`` demos
         (default: max_demos, the whole set) of the first fixed (non-kNN) demo set (None: there is
         none). Racing prunes later trials against the first complete one, so a weak first trial (a
         zero-shot seed that a base model cannot answer) costs a whole validation pass and prunes
         nothing; and such a model gains most from more demos (SST-2, embedded model, the same random
         set on 100 validation sentences: 0.85 with its first 4 demos, 0.89 with all 8). ``start: knn``
-        takes the kNN pool instead, when there is one."""
+        takes the kNN pool instead, when there is one (``start`` names either; default: this space's)."""
         if not self.has_demos:
             return None
         fixed = next((i for i, (sel, exs) in enumerate(self.demo_sets) if sel != "knn" and exs), None)
-        if self.start == "knn":  # per-input demos (the kNN pool) when there is one
+        if (start or self.start) == "knn":  # per-input demos (the kNN pool) when there is one
             fixed = next((i for i, (sel, exs) in enumerate(self.demo_sets) if sel == "knn" and exs), fixed)
         if fixed is None:
             return None
@@ -162,9 +163,14 @@ class SearchSpace:
                 "n_demos": min(self.start_demos or self.max_demos, self.max_demos, len(self.demo_sets[fixed][1]))}
 
     def fixed_params(self, slot: int) -> dict[str, Any] | None:
-        """The parameters of a slot that is not left to the sampler (None: the sampler proposes)."""
-        first = self.start_params() if self.start in ("demos", "knn") else None
-        order = [first, self.seed_params()] if first else [self.seed_params()]
+        """The parameters of a slot that is not left to the sampler (None: the sampler proposes): the
+        ``start`` trials (``demos+knn``: the first fixed set, then the kNN pool), then the seed prompt."""
+        firsts = {"demos": ["demos"], "knn": ["knn"], "demos+knn": ["demos", "knn"]}.get(self.start, [])
+        order: list[dict[str, Any]] = []
+        for p in (self.start_params(k) for k in firsts):
+            if p is not None and p not in order:  # no kNN pool: one start trial, not the same one twice
+                order.append(p)
+        order.append(self.seed_params())
         return order[slot] if slot < len(order) else None
 
     @classmethod

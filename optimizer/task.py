@@ -172,8 +172,9 @@ class OptimizerSpec(_Strict):
     # the first trial, the incumbent later trials race against: the seed prompt, or the seed instruction
     # with start_demos demos of the first fixed demo set (the seed prompt then runs second, and is pruned
     # early when it is weak, as a zero-shot prompt on a small base model is), or (knn) the seed instruction
-    # with each input's start_demos nearest training examples (the first fixed set when there is no kNN pool)
-    start: Literal["seed", "demos", "knn"] = "seed"
+    # with each input's start_demos nearest training examples (the first fixed set when there is no kNN pool),
+    # or (demos+knn) both, the fixed set first and the kNN pool second
+    start: Literal["seed", "demos", "knn", "demos+knn"] = "seed"
     start_demos: int | None = Field(default=None, ge=1)  # demos of the `start: demos|knn` trial (None: max_demos)
     # trials TPE draws at random before it models the finished ones (None: a quarter of the trials, at least 4)
     startup_trials: int | None = Field(default=None, ge=1)

@@ -5,6 +5,7 @@ test_levers_real.py."""
 
 import collections
 import json
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -336,6 +337,23 @@ def test_start_knn_makes_the_kNN_pool_the_first_incumbent():
     assert no_pool.fixed_params(0) == SearchSpace([("x", "seed")], [sets[0], sets[2]], 6, start="demos").fixed_params(0)
 
 
+def test_start_demos_knn_runs_the_fixed_set_then_the_kNN_pool_then_the_seed_prompt():
+    train = [Example(str(i), {"sentence": str(i)}, "ab"[i % 2]) for i in range(12)]
+    sets = [("random", train[:6]), ("knn", train), ("diverse", train[6:])]
+    both = SearchSpace([("x", "seed")], sets, 6, start="demos+knn", start_demos=4)
+    assert both.fixed_params(0) == {"instruction": 0, "demo_set": 0, "n_demos": 4}
+    assert both.fixed_params(1) == {"instruction": 0, "demo_set": 1, "n_demos": 4}
+    assert both.fixed_params(2) == both.seed_params() and both.fixed_params(3) is None
+    assert not both.of_params(both.fixed_params(0)).knn and both.of_params(both.fixed_params(1)).knn == 4
+    # no kNN pool: the fixed set once, then the seed prompt
+    no_pool = SearchSpace([("x", "seed")], [sets[0], sets[2]], 6, start="demos+knn")
+    assert [no_pool.fixed_params(k) for k in range(3)] == [
+        SearchSpace([("x", "seed")], [sets[0], sets[2]], 6, start="demos").fixed_params(0), no_pool.seed_params(), None]
+    # the study description carries it, so a resumed or joining worker enqueues the same slots
+    again = SearchSpace.from_description(both.describe(), train)
+    assert [again.fixed_params(k) for k in range(4)] == [both.fixed_params(k) for k in range(4)]
+
+
 def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_path):
     def run(start, **kw):
         task = sst2_task(trials=4, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=6,
@@ -511,6 +529,20 @@ def test_preset_replaces_only_the_keys_it_names(tmp_path):
     assert "optimizer.scorng" in str(e.value) and "p.yaml" in str(e.value)
     with pytest.raises(ConfigError, match="unknown optimizer preset"):
         apply_preset(task, "no-such-preset")
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs/optimizer").glob("*.yaml")))
+def test_every_shipped_preset_applies_by_name(preset):
+    import yaml
+
+    keys = yaml.safe_load((Path(__file__).resolve().parents[1] / f"configs/optimizer/{preset}.yaml").read_text())["optimizer"]
+    task = sst2_task(trials=5)
+    t2 = apply_preset(task, preset)
+    for key, value in keys.items():
+        assert getattr(t2.optimizer, key) == value, key
+    for name in type(task.optimizer).model_fields:
+        if name not in keys:
+            assert getattr(t2.optimizer, name) == getattr(task.optimizer, name), name
 
 
 class _Writer(ScriptedBackend):
