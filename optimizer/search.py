@@ -14,8 +14,9 @@ min_examples * rate**j examples a trial goes on only when its mean is among
 the best 1/rate of all trials' means on the same examples.
 
 Slots: the study holds exactly ``n_trials`` slots, enqueued up front as WAITING
-trials (slot 0 is the seed prompt, or with ``start: demos`` slot 0 is the seed
-instruction with a few demos and slot 1 the seed prompt). A worker claims the lowest open slot
+trials (slot 0 is the seed prompt, or with ``start: demos`` or ``knn`` slot 0 is the seed
+instruction with demos and slot 1 the seed prompt; ``demos+knn`` runs both start trials, then the
+seed prompt as slot 2). A worker claims the lowest open slot
 atomically (WAITING -> RUNNING is a compare-and-set in every Optuna storage), so
 several processes on one storage (PostgreSQL, MySQL, a journal file, Redis)
 never run a slot twice and never lose one. Everything random about a trial
