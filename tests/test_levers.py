@@ -531,11 +531,14 @@ def test_preset_replaces_only_the_keys_it_names(tmp_path):
         apply_preset(task, "no-such-preset")
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs/optimizer").glob("*.yaml")))
+PRESETS = Path(__file__).resolve().parents[1] / "configs/optimizer"
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.yaml")))
 def test_every_shipped_preset_applies_by_name(preset):
     import yaml
 
-    keys = yaml.safe_load((Path(__file__).resolve().parents[1] / f"configs/optimizer/{preset}.yaml").read_text())["optimizer"]
+    keys = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text())["optimizer"]
     task = sst2_task(trials=5)
     t2 = apply_preset(task, preset)
     for key, value in keys.items():
