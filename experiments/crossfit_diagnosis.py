@@ -48,15 +48,16 @@ def main():
     print("accuracy/balanced accuracy")
     always_no = lambda xs: [(e.output, float(e.output == "No")) for e in xs]  # noqa: E731
     show("No", always_no(s.validation), always_no(s.train), always_no(s.test))
+    def scored(c, xs):
+        return [(e.output, ev.run_one(c, e).score) for e in xs]
+
     for k in (2, 4, 8):  # the evaluator leaves a training example out of its own neighbours
         c = Candidate(task.instruction, tuple(s.train), scoring="likelihood", knn=k)
-        sc = lambda xs: [(e.output, ev.run_one(c, e).score) for e in xs]  # noqa: E731
-        show(f"knn{k}", sc(s.validation), sc(s.train), sc(s.test))
+        show(f"knn{k}", scored(c, s.validation), scored(c, s.train), scored(c, s.test))
     for j in range(5):
         demos = tuple(random.Random(j).sample(s.train, 6))
         c = Candidate(task.instruction, demos, scoring="likelihood")
-        sc = lambda xs: [(e.output, ev.run_one(c, e).score) for e in xs]  # noqa: E731
-        show(f"fixed{j}", sc(s.validation), sc([e for e in s.train if e not in demos]), sc(s.test))
+        show(f"fixed{j}", scored(c, s.validation), scored(c, [e for e in s.train if e not in demos]), scored(c, s.test))
     backend.close()
 
 

@@ -166,9 +166,8 @@ class SearchSpace:
     def fixed_params(self, slot: int) -> dict[str, Any] | None:
         """The parameters of a slot that is not left to the sampler (None: the sampler proposes): the
         ``start`` trials (``demos+knn``: the first fixed set, then the kNN pool), then the seed prompt."""
-        firsts = {"demos": ["demos"], "knn": ["knn"], "demos+knn": ["demos", "knn"]}.get(self.start, [])
         order: list[dict[str, Any]] = []
-        for p in (self.start_params(k) for k in firsts):
+        for p in (self.start_params(k) for k in ([] if self.start == "seed" else self.start.split("+"))):
             if p is not None and p not in order:  # no kNN pool: one start trial, not the same one twice
                 order.append(p)
         order.append(self.seed_params())
