@@ -8,7 +8,10 @@ Splits: each of train (demo pool), validation (search objective) and test (held
 out) is drawn from a source split, shuffled with ``splits.seed``. Several
 splits drawn from one source get disjoint slices. An example whose inputs
 already occur in an earlier split (train < validation < test) is reported and
-skipped, and the slice is refilled from the rest of the source.
+skipped, and the slice is refilled from the rest of the source. With
+``splits.stratify`` (classification) the shuffled source is reordered so that
+every stretch of it, and so every split, holds each label in about its share of
+the source.
 """
 
 from __future__ import annotations
@@ -255,6 +258,23 @@ def to_examples(task: TaskSpec, source: str, rows: list[dict[str, Any]]) -> list
 
 # ------------------------------------------------------------------ splitting
 
+def proportional_order(labels: list[str]) -> list[int]:
+    """Indices of ``labels`` interleaved so that every prefix holds each label in about its share of the
+    whole: next comes the label furthest behind its share (lowest (taken + 1/2) / count, ties by label).
+    Within a label the given order is kept, so shuffle first."""
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    taken = dict.fromkeys(groups, 0)
+    order = []
+    for _ in labels:
+        label = min((lab for lab in groups if taken[lab] < len(groups[lab])),
+                    key=lambda lab: ((taken[lab] + 0.5) / len(groups[lab]), lab))
+        order.append(groups[label][taken[label]])
+        taken[label] += 1
+    return order
+
+
 def make_splits(task: TaskSpec, raw: dict[str, list[dict[str, Any]]] | None = None) -> Splits:
     """Seeded, leakage-free train / validation / test splits."""
     raw = raw if raw is not None else load_raw(task)
@@ -263,6 +283,8 @@ def make_splits(task: TaskSpec, raw: dict[str, list[dict[str, Any]]] | None = No
     for src, exs in by_source.items():
         order = list(exs)
         random.Random(f"{task.splits.seed}:{src}").shuffle(order)
+        if task.splits.stratify:
+            order = [order[i] for i in proportional_order([e.output for e in order])]
         shuffled[src] = order
     cursor = {src: 0 for src in shuffled}
     seen: set[str] = set()

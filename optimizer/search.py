@@ -59,7 +59,7 @@ from urllib.parse import urlsplit, urlunsplit
 import optuna
 from optuna.trial import TrialState
 
-from .data import Example
+from .data import Example, proportional_order
 from .errors import ConfigError, StorageError
 from .evaluate import Evaluator
 from .lm.base import LMCallFailed
@@ -329,9 +329,8 @@ def shared_validation_order(validation: list[Example], seed: int, *, stratify: b
     prefix holds each label in about its share of the split: a rung compares trials on the first r
     examples, and a prefix that happens to be mostly one label would favour the candidates that answer
     that label and cut the rest."""
-    n = len(validation)
     if not stratify:
-        order = list(range(n))
+        order = list(range(len(validation)))
         random.Random(f"{seed}:validation").shuffle(order)
         return order
     groups: dict[str, list[int]] = {}
@@ -339,14 +338,8 @@ def shared_validation_order(validation: list[Example], seed: int, *, stratify: b
         groups.setdefault(e.output, []).append(i)
     for label, idx in groups.items():
         random.Random(f"{seed}:validation:{label}").shuffle(idx)
-    taken = dict.fromkeys(groups, 0)
-    order = []
-    for _ in range(n):  # next: the label furthest behind its share ((taken + 1/2) / size, lowest first)
-        label = min((lab for lab in groups if taken[lab] < len(groups[lab])),
-                    key=lambda lab: ((taken[lab] + 0.5) / len(groups[lab]), lab))
-        order.append(groups[label][taken[label]])
-        taken[label] += 1
-    return order
+    flat = [(label, i) for label, idx in groups.items() for i in idx]
+    return [flat[j][1] for j in proportional_order([label for label, _ in flat])]
 
 
 def balanced_weights(validation: list[Example]) -> list[float]:

@@ -108,6 +108,9 @@ class SplitsSpec(_Strict):
     """train = demo pool, validation = search objective, test = held out."""
 
     seed: int = 0
+    # classification only: order each source so that every split holds each label in about its share of
+    # the source (a 60-example validation split drawn at random can be 70% one label)
+    stratify: bool = False
     train: SplitSpec
     validation: SplitSpec
     test: SplitSpec
@@ -226,6 +229,9 @@ class TaskSpec(_Strict):
             raise ValueError(f"field names must be distinct; repeated: {', '.join(dupes)}")
         if "reasoning" in names and self.program == "chain_of_thought":
             raise ValueError("`reasoning` is reserved for chain_of_thought; rename the field")
+        if self.splits.stratify and not self.label_set:
+            raise ValueError("splits.stratify needs a label set (output.labels or metric.labels); "
+                             "remove it for a task without labels")
         return self
 
     @property

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT
 from optimizer.data import load_raw, make_splits
-from optimizer.errors import DataError
+from optimizer.errors import ConfigError, DataError
 from optimizer.task import task_from_dict
 
 ROWS = [{"text": f"sentence number {i}", "label": str(i % 2)} for i in range(40)]
@@ -134,3 +134,53 @@ def test_missing_file_empty_file_bad_encoding_missing_column(tmp_path):
     t = make_task(tmp_path, {"train": "cols.jsonl", "dev": "cols.jsonl", "test": "cols.jsonl"})
     with pytest.raises(DataError, match=r"inputs\.0\.column.*'text' not found.*body"):
         make_splits(t)
+
+
+def test_stratify_gives_every_split_the_sources_label_shares(tmp_path):
+    rows = [{"text": f"sentence number {i}", "label": "1" if i % 3 == 0 else "0"} for i in range(90)]  # 30 yes
+    write_rows(tmp_path / "all.jsonl", rows, "jsonl")
+    splits = {"seed": 0, "train": {"from": "all", "fraction": 0.3}, "validation": {"from": "all", "limit": 24},
+              "test": {"from": "all", "limit": 30}}
+    for seed in range(6):
+        splits["seed"] = seed
+        plain = make_splits(make_task(tmp_path, {"all": "all.jsonl"}, splits=splits))
+        s = make_splits(make_task(tmp_path, {"all": "all.jsonl"}, splits={**splits, "stratify": True}))
+        assert s.sizes() == plain.sizes() == {"train": 27, "validation": 24, "test": 30}
+        for name, n in s.sizes().items():
+            yes = sum(e.output == "yes" for e in getattr(s, name))
+            assert abs(yes - n / 3) <= 1, (seed, name, yes)  # a third of each split, to one example
+        assert make_splits(make_task(tmp_path, {"all": "all.jsonl"}, splits={**splits, "stratify": True})).ids() \
+            == s.ids()  # seeded
+    # without stratify some seed's 24-example validation split is off its share by more than one example
+    offs = []
+    for seed in range(6):
+        splits["seed"] = seed
+        v = make_splits(make_task(tmp_path, {"all": "all.jsonl"}, splits=splits)).validation
+        offs.append(abs(sum(e.output == "yes" for e in v) - 8))
+    assert max(offs) > 1
+
+
+def test_stratify_needs_a_label_set(tmp_path):
+    write_rows(tmp_path / "all.jsonl", ROWS, "jsonl")
+    spec = {"task": "t", "dataset": {"files": {"all": "all.jsonl"}},
+            "splits": {"stratify": True, "train": {"from": "all", "limit": 10}, "validation": {"from": "all", "limit": 10},
+                       "test": {"from": "all", "limit": 10}},
+            "inputs": [{"name": "text"}], "output": {"name": "label"}, "instruction": "Say it.", "metric": "exact_match"}
+    with pytest.raises(ConfigError, match="splits.stratify needs a label set"):
+        task_from_dict(spec, base_dir=tmp_path)
+
+
+def test_the_bbh_tasks_validation_splits_hold_the_sources_label_shares():
+    """Version 1 of both BIG-Bench Hard tasks drew validation splits of 42 No / 18 Yes and 39 no / 21 yes
+    (0.70 and 0.65 for the majority label) from sources that are 0.58 and 0.54 one label."""
+    from optimizer.task import load_task
+
+    for name in ("bbh_navigate", "bbh_sports"):
+        task = load_task(ROOT / "tasks" / name / "task.yaml")
+        assert task.splits.stratify
+        s = make_splits(task)
+        every = s.train + s.validation + s.test
+        for split in (s.train, s.validation, s.test):
+            for label in task.label_set:
+                share = sum(e.output == label for e in every) / len(every)
+                assert abs(sum(e.output == label for e in split) - share * len(split)) <= 1.5, (name, label)
