@@ -13,5 +13,11 @@ for task in bbh_navigate bbh_sports; do
   for seed in 0 1 2; do run "$task" "$seed" "majority seed random mipro_light $OURS" $(sizes "$task") --ours $OURS; done
 done
 for task in bbh_navigate bbh_sports; do
-  for seed in 0 1 2; do run "$task" "$seed" "bfrs mipro_medium ours@small-model gepa" $(sizes "$task") --ours $OURS; done
+  for seed in 0 1 2; do run "$task" "$seed" "bfrs mipro_medium" $(sizes "$task") --ours $OURS; done
+done
+for seed in 0 1 2; do
+  for task in bbh_navigate bbh_sports; do run "$task" "$seed" gepa $(sizes "$task") --ours $OURS; done
+done
+for task in bbh_navigate bbh_sports; do
+  for seed in 0 1 2; do run "$task" "$seed" ours@small-model $(sizes "$task") --ours $OURS; done
 done

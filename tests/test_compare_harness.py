@@ -32,6 +32,9 @@ def test_trajectory_counts_setup_calls_and_only_complete_trials(compare, tmp_pat
     assert compare.calls_to_reach(traj, 0.85) == 268
     assert compare.calls_to_reach(traj, 0.8) == 152
     assert compare.calls_to_reach(traj, 0.86) is None
+    # a row's val is rounded to 4 decimals, a trajectory's to 6: 37/60 reaches 37/60
+    assert compare.calls_to_reach([[100, 0.616667]], round(37 / 60, 4)) == 100
+    assert compare.calls_to_reach([[100, 0.616617]], 0.6167) is None
 
 
 def test_trajectory_of_a_balanced_run_follows_the_incumbent_plain_mean(compare, tmp_path):
