@@ -227,15 +227,23 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
 
 
 def trajectory(run_dir, summary):
-    """[(LM calls so far, validation mean of the incumbent)] after each trial, setup calls included; the
+    """[(LM calls so far, validation mean of the incumbent)] after each trial, setup calls included where
+    they ran (the bootstrap teacher after the start trials when the summary says so); the
     incumbent is the complete trial with the best objective so far (under the balanced objective its
     plain validation mean, ``metric_mean``, is what is compared with other methods' val; with cross-fitting,
     ``val_mean``, the validation split's part alone)."""
     recs = [json.loads(x) for x in (Path(run_dir) / "trials.jsonl").read_text().splitlines() if x.strip()]
     recs.sort(key=lambda r: (r["slot"], r["trial"]))
-    calls = sum(summary["phases"][k]["calls"] for k in ("proposer", "probe", "bootstrap") if k in summary["phases"])
+    phases = summary["phases"]
+    calls = sum(phases[k]["calls"] for k in ("proposer", "probe") if k in phases)
+    # the bootstrap teacher runs after the slots the summary names (the start trials), else before all
+    after = int(summary.get("bootstrap_after_slots", 0))
+    teacher = phases.get("bootstrap", {}).get("calls", 0)
+    calls += 0 if after else teacher
     best, out = None, []
     for r in recs:
+        if after and r["slot"] >= after and teacher:
+            calls, teacher = calls + teacher, 0
         calls += r["lm_calls"]
         if r["state"] == "complete" and (best is None or _rank(r) > _rank(best)):
             best = r

@@ -56,7 +56,7 @@ from .rundir import RunDir, find_resumable, fingerprint
 from .search import (ATTR, Search, SearchSpace, balanced_weights, check_setup, connect_study, ensure_slots,
                      make_sampler, open_storage, pick_best, publish_setup, redact_url, setup_startup, space_of,
                      startup_trials, study_setup, trial_slot, wait_setup)
-from .selectors import SelectionContext, demo_pool
+from .selectors import BootstrapSelector, SelectionContext, demo_pool, fill_pool
 from .stats import bootstrap_ci, paired_bootstrap
 from .task import TaskSpec
 
@@ -216,6 +216,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
     phases: dict[str, dict[str, int]] = {name: _usage_zero()
                                          for name in ("proposer", "probe", "bootstrap", "search", "test")}
     exclusive = opts.storage is None
+    early_search = Usage()  # LM use of the slots that ran before the bootstrap teacher
     study = None
     search: Search | None = None
     space: SearchSpace | None = None
@@ -235,6 +236,18 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
             done = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
                        for t in study.get_trials(deepcopy=False))
             emit("resume", run_dir=str(run.path), finished=done, spent=budget.previous.calls)
+
+        # what trials are scored on: validation, then the cross-fitted training examples (optimizer.crossfit)
+        selection = selection_examples(task, splits, seed)
+
+        def make_search(space: SearchSpace, call_cap: int | None) -> Search:
+            return Search(study, space, evaluator, selection, seed=seed, on_event=emit,
+                          trial_log=run.append_trial, exclusive=exclusive, worker_id=run.meta["worker"],
+                          max_failure_rate=opts.max_failure_rate, grace=opts.grace,
+                          shared_order=task.optimizer.racing == "halving", stratify=bool(task.label_set),
+                          readout_after=min(task.optimizer.min_examples, len(splits.validation)),
+                          weights=balanced_weights(selection) if task.objective == "balanced" else None,
+                          n_validation=len(splits.validation), call_cap=call_cap)
 
         # -- candidate space (the study's creator builds it; everyone else reads it) -----------
         data_id = data_fingerprint(splits)
@@ -259,21 +272,46 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
                                      fix="raise the budget and run the same command again to continue")
 
             emit("phase", name="demos")
-            u1 = backend.usage
             sctx = SelectionContext(splits.train, seed, labels=task.label_set, evaluator=evaluator,
                                     instruction=task.instruction, budget=task.optimizer.bootstrap_examples)
             max_demos = task.optimizer.max_demos
-            demos = demo_pool(sctx, task.optimizer.demo_sets, max_demos, task.optimizer.selectors) if max_demos else []
-            phases["bootstrap"] = (backend.usage - u1).to_dict()
+            # the pool with placeholders for the bootstrap teacher's sets, which need LM calls
+            demos = demo_pool(sctx, task.optimizer.demo_sets, max_demos, task.optimizer.selectors,
+                              later=True) if max_demos else []
             space = SearchSpace([(p.text, p.origin) for p in pool], demos, max_demos,
                                 scorings, task.optimizer.demo_orders, task.optimizer.start,
                                 task.optimizer.start_demos, task.optimizer.readouts != "searched")
+            proposer_calls = sum(phases[k]["calls"] for k in ("proposer", "probe"))
+            # the start trials need no bootstrapped set: with the run's own storage they run first, so the
+            # first incumbent is scored that many calls sooner (the trials and the pool are the same)
+            early = space.early_slots() if exclusive and any(not exs for _, exs in demos) else 0
+            startup = task.optimizer.startup_trials or startup_trials(n_trials)
+            if early:
+                study.sampler = make_sampler(seed, startup)
+                ensure_slots(study, space, early)
+                reserve = BootstrapSelector.planned_calls(sctx, max_demos)  # the teacher still runs after them
+                search = make_search(space, None if opts.search_calls is None
+                                     else max(0, opts.search_calls - proposer_calls - reserve))
+                u2 = backend.usage
+                try:
+                    search.run()
+                finally:
+                    early_search = backend.usage - u2
+                    phases["search"] = early_search.to_dict()
+            fixed = [space.fixed_params(k) for k in range(early)]
+            u1 = backend.usage
+            space.demo_sets = fill_pool(sctx, demos, max_demos)
+            phases["bootstrap"] = (backend.usage - u1).to_dict()
+            if [space.fixed_params(k) for k in range(early)] != fixed:
+                raise RuntimeError("an early slot's candidate changed when the demo pool was filled")
             notes = {"proposer_notes": pctx.notes, "selector_notes": sctx.notes}
             setup = {"task": task.task, "seed": seed, "data": data_id, "n_trials": n_trials,
                      "validation": len(splits.validation), "optimizer_version": __version__,
-                     "setup_calls": sum(phases[k]["calls"] for k in ("proposer", "probe", "bootstrap")),
+                     "setup_calls": proposer_calls + phases["bootstrap"]["calls"],
+                     # slots that ran before the bootstrap teacher (their calls are the search's)
+                     "bootstrap_after_slots": early,
                      # fixed for every worker and every resumed process
-                     "startup_trials": task.optimizer.startup_trials or startup_trials(n_trials)}
+                     "startup_trials": startup}
             publish_setup(study, space, setup)
         elif setup is None:
             setup = wait_setup(study, timeout=opts.setup_timeout, on_event=emit)
@@ -293,22 +331,13 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
         emit("phase", name="search", trials=n_trials, validation=len(splits.validation),
              done=sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
                       for t in study.get_trials(deepcopy=False)))
-        # what trials are scored on: validation, then the cross-fitted training examples (optimizer.crossfit)
-        selection = selection_examples(task, splits, seed)
-        search = Search(study, space, evaluator, selection, seed=seed, on_event=emit,
-                        trial_log=run.append_trial, exclusive=exclusive, worker_id=run.meta["worker"],
-                        max_failure_rate=opts.max_failure_rate, grace=opts.grace,
-                        shared_order=task.optimizer.racing == "halving", stratify=bool(task.label_set),
-                        readout_after=min(task.optimizer.min_examples, len(splits.validation)),
-                        weights=balanced_weights(selection) if task.objective == "balanced" else None,
-                        n_validation=len(splits.validation),
-                        call_cap=None if opts.search_calls is None
-                        else max(0, opts.search_calls - int(setup.get("setup_calls", 0))))
+        search = make_search(space, None if opts.search_calls is None
+                             else max(0, opts.search_calls - int(setup.get("setup_calls", 0))))
         u3 = backend.usage
         try:
             search.run()
         finally:
-            phases["search"] = (backend.usage - u3).to_dict()
+            phases["search"] = (backend.usage - u3 + early_search).to_dict()
             try:
                 run.write_trials(search.records())
             except Exception:  # the storage itself failed: keep the live trials.jsonl, raise the first error
@@ -377,6 +406,7 @@ def optimize(task: TaskSpec, options: RunOptions | None = None,
         "pick": task.optimizer.pick,
         "search_calls": {"cap": opts.search_calls, "reached": search.capped,
                          "spent": int(setup.get("setup_calls", 0)) + search.spent_calls()},
+        "bootstrap_after_slots": int(setup.get("bootstrap_after_slots", 0)),
         "pareto": search.pareto(),
         "significant": (not best_ci.overlaps(base_ci)) and best_ci.mean > base_ci.mean,
         **_usage_fields(usage, phases, proposer_backend is backend),

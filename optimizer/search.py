@@ -173,6 +173,20 @@ class SearchSpace:
         order.append(self.seed_params())
         return order[slot] if slot < len(order) else None
 
+    def early_slots(self) -> int:
+        """How many of the first fixed slots can run while the pool still holds placeholders (the empty
+        sets of an LM-calling selector, ``selectors.demo_pool(later=True)``): those whose candidate does
+        not use one and would not change once they are filled (the first fixed set is the first non-empty
+        non-kNN set, so a placeholder before it would take its place)."""
+        pending = [i for i, (_, exs) in enumerate(self.demo_sets) if not exs]
+        n = 0
+        while (p := self.fixed_params(n)) is not None:
+            d, k = p.get("demo_set", 0), p.get("n_demos", 0)
+            if k and (d in pending or (self.demo_sets[d][0] != "knn" and any(i < d for i in pending))):
+                break
+            n += 1
+        return n
+
     @classmethod
     def from_description(cls, d: dict[str, Any], train: list[Example], *, where: str = "study") -> "SearchSpace":
         by_id = {e.id: e for e in train}
@@ -563,7 +577,8 @@ def publish_setup(study: optuna.Study, space: SearchSpace, setup: dict[str, Any]
 
 
 def ensure_slots(study: optuna.Study, space: SearchSpace, n_trials: int) -> int:
-    """Enqueue the slots 0..n_trials-1 that have no trial yet; returns how many were added."""
+    """Enqueue the slots 0..n_trials-1 that have no trial yet; returns how many were added (the creator
+    also calls it for the early slots alone, before the space is published)."""
     have = {trial_slot(t) for t in study.get_trials(deepcopy=False)}
     added = 0
     for k in range(n_trials):

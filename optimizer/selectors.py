@@ -101,6 +101,15 @@ class RandomSelector(DemoSelector):
 class BootstrapSelector(DemoSelector):
     name = "bootstrap"
 
+    @staticmethod
+    def teacher_size(size: int) -> int:
+        return max(1, min(4, size))
+
+    @classmethod
+    def planned_calls(cls, ctx: SelectionContext, size: int) -> int:
+        """The LM calls ``select`` makes: one per training example it runs the teacher on."""
+        return min(ctx.budget, max(0, len(ctx.train) - min(cls.teacher_size(size), len(ctx.train))))
+
     def select(self, ctx: SelectionContext, n_sets: int, size: int) -> list[list[Example]]:
         from .program import Candidate
 
@@ -108,7 +117,7 @@ class BootstrapSelector(DemoSelector):
             return []
         rng = random.Random(f"{ctx.seed}:bootstrap")
         by_label = bool(ctx.labels)
-        teacher_demos = stratified_sample(ctx.train, max(1, min(4, size)), rng, by_label)
+        teacher_demos = stratified_sample(ctx.train, self.teacher_size(size), rng, by_label)
         teacher = Candidate(ctx.instruction, tuple(teacher_demos), {"role": "bootstrap-teacher"})
         taken = {e.id for e in teacher_demos}
         rest = [e for e in ctx.train if e.id not in taken]
@@ -189,23 +198,67 @@ SELECTORS: dict[str, type[DemoSelector]] = {"random": RandomSelector, "bootstrap
                                             "diverse": DiverseSelector, "knn": KnnSelector}
 
 
-def demo_pool(ctx: SelectionContext, n_sets: int, size: int, kinds: list[str]) -> list[tuple[str, list[Example]]]:
-    """n_sets demo sets shared out among the selectors; a selector that finds none leaves room to the others."""
+LM_SELECTORS = frozenset({"bootstrap"})  # selectors that make LM calls (the rest are pure functions of the data)
+
+
+def demo_pool(ctx: SelectionContext, n_sets: int, size: int, kinds: list[str], *,
+              later: bool = False) -> list[tuple[str, list[Example]]]:
+    """n_sets demo sets shared out among the selectors, in the selectors' order. A data-only selector
+    that finds fewer sets than its share (a kNN pool is one set) leaves room to random sets after the last
+    selector's; an LM-calling one (bootstrap) keeps its share's indices, filled by random sets where it
+    finds none, so that every other set's index is known before it runs. With ``later`` its sets are
+    empty placeholders (``(kind, [])``) that ``fill_pool`` fills once the trials that need none of them
+    have run (the start trials run before the bootstrap teacher); the filled pool is the one
+    ``later=False`` returns."""
     if size <= 0 or not kinds:
         return []
     share = {k: n_sets // len(kinds) + (1 if i < n_sets % len(kinds) else 0) for i, k in enumerate(kinds)}
     out: list[tuple[str, list[Example]]] = []
     for kind in kinds:
-        out += [(kind, s) for s in SELECTORS[kind]().select(ctx, share[kind], size) if s]
+        if kind in LM_SELECTORS:
+            out += [(kind, [])] * share[kind]
+        else:
+            out += [(kind, s) for s in SELECTORS[kind]().select(ctx, share[kind], size) if s]
     missing = n_sets - len(out)
     if missing > 0:
-        extra = RandomSelector().select(SelectionContext(ctx.train, ctx.seed + 7919, ctx.labels), missing, size)
-        out += [("random", s) for s in extra if s]
-    # drop exact duplicates
-    seen, unique = set(), []
+        out += [("random", s) for s in _spare_sets(ctx, missing, size)]
+    # drop exact duplicates (placeholders stay, for fill_pool)
+    seen: set[tuple[str, ...]] = set()
+    unique = []
     for kind, s in out:
         key = tuple(e.id for e in s)
-        if key not in seen:
+        if not s or key not in seen:
             seen.add(key)
             unique.append((kind, s))
-    return unique
+    return unique if later else fill_pool(ctx, unique, size)
+
+
+def fill_pool(ctx: SelectionContext, pool: list[tuple[str, list[Example]]], size: int
+              ) -> list[tuple[str, list[Example]]]:
+    """``pool`` with its placeholders (the empty sets ``demo_pool`` reserves for LM-calling selectors)
+    filled, each at its own index: by its selector, or, where that finds fewer sets or one already in
+    the pool, by random sets that are nowhere else in it."""
+    holes = [i for i, (_, s) in enumerate(pool) if not s]
+    out = list(pool)
+    taken = {tuple(e.id for e in s) for _, s in out if s}
+    for kind in dict.fromkeys(out[i][0] for i in holes):
+        mine = [i for i in holes if out[i][0] == kind]
+        for i, s in zip(mine, [s for s in SELECTORS[kind]().select(ctx, len(mine), size) if s]):
+            if tuple(e.id for e in s) not in taken:
+                out[i] = (kind, s)
+                taken.add(tuple(e.id for e in s))
+    empty = [i for i in holes if not out[i][1]]
+    if empty:  # the first spare sets are in the pool already (demo_pool's missing ones): skip what is taken
+        spare = _spare_sets(ctx, len(out) + len(empty), size)
+        fresh = (s for s in spare if tuple(e.id for e in s) not in taken)
+        for i in empty:  # too little data for fresh sets: a repeated one keeps the indices
+            s = next(fresh, None) or (spare[0] if spare else None)
+            if s is not None:
+                out[i] = ("random", s)
+                taken.add(tuple(e.id for e in s))
+    return [(k, s) for k, s in out if s]  # no set at all only without training data
+
+
+def _spare_sets(ctx: SelectionContext, n: int, size: int) -> list[list[Example]]:
+    """The random sets that fill room other selectors leave, the same first ones for every n."""
+    return [s for s in RandomSelector().select(SelectionContext(ctx.train, ctx.seed + 7919, ctx.labels), n, size) if s]

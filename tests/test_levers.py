@@ -354,6 +354,71 @@ def test_start_demos_knn_runs_the_fixed_set_then_the_kNN_pool_then_the_seed_prom
     assert [again.fixed_params(k) for k in range(4)] == [both.fixed_params(k) for k in range(4)]
 
 
+def test_the_demo_pool_keeps_every_index_when_the_bootstrap_teacher_runs_later_or_finds_nothing():
+    from optimizer.selectors import SelectionContext, demo_pool, fill_pool
+
+    task = sst2_task(train=40)
+    train = make_splits(task).train
+    kinds = ["random", "bootstrap", "diverse", "knn"]
+
+    def ctx(backend):
+        ev = make_evaluator(task, backend.profile, backend)
+        return SelectionContext(train, 0, labels=task.label_set, evaluator=ev, instruction=task.instruction, budget=12)
+
+    good = ctx(scripted_for(task))
+    pending = demo_pool(good, 12, 4, kinds, later=True)
+    holes = [i for i, (_, s) in enumerate(pending) if not s]
+    assert [pending[i][0] for i in holes] == ["bootstrap"] * 3 and holes == [3, 4, 5]
+    filled = fill_pool(good, pending, 4)
+    assert filled == demo_pool(ctx(scripted_for(task)), 12, 4, kinds)  # later or not, the same pool
+    assert [k for k, _ in filled] == ["random"] * 3 + ["bootstrap"] * 3 + ["diverse"] * 3 + ["knn", "random", "random"]
+    # a teacher that passes nothing: its indices go to random sets found nowhere else in the pool
+    failed = fill_pool(ctx(ScriptedBackend({}, wrong="none")), pending, 4)
+    assert len(failed) == len(filled) and [failed[i] for i in range(12) if i not in holes] == [
+        filled[i] for i in range(12) if i not in holes]
+    assert all(failed[i][0] == "random" for i in holes)
+    assert len({tuple(e.id for e in s) for _, s in failed}) == 12
+
+
+def test_early_slots_are_the_start_trials_a_pending_bootstrap_set_cannot_change():
+    train = [Example(str(i), {"sentence": str(i)}, "ab"[i % 2]) for i in range(12)]
+    sets = [("random", train[:6]), ("bootstrap", []), ("knn", train)]
+    both = SearchSpace([("x", "seed")], sets, 6, start="demos+knn", start_demos=4)
+    assert both.early_slots() == 3  # the fixed set, the kNN pool, the seed prompt
+    # the first fixed set would be the bootstrap set once filled: only the seed slots after it... none
+    first = SearchSpace([("x", "seed")], [sets[1], sets[0], sets[2]], 6, start="demos+knn", start_demos=4)
+    assert first.early_slots() == 0
+    knn_first = SearchSpace([("x", "seed")], [sets[1], sets[2], sets[0]], 6, start="knn+demos", start_demos=4)
+    assert knn_first.early_slots() == 1  # the kNN pool is never a placeholder
+    assert SearchSpace([("x", "seed")], sets, 6).early_slots() == 1  # start: seed, the seed prompt
+
+
+def test_the_start_trials_run_before_the_bootstrap_teacher_and_nothing_else_changes(tmp_path):
+    task = sst2_task(trials=6, selectors=["random", "bootstrap", "diverse", "knn"], proposers=["offline"],
+                     max_demos=4, bootstrap_examples=12, start="demos+knn", validation=30)
+    runs = {}
+    for name, kw in (("own", {}), ("shared", {"storage": f"sqlite:///{tmp_path}/shared.db"})):
+        backend = scripted_for(task)
+        res = optimize(task, RunOptions(out=tmp_path / name, backend=backend, seed=0, concurrency=1, **kw))
+        recs = sorted((json.loads(x) for x in (tmp_path / name / "trials.jsonl").read_text().splitlines()),
+                      key=lambda r: r["slot"])
+        runs[name] = res.summary, recs, backend.prompts, json.loads((tmp_path / name / "candidates.json").read_text())
+    (own, own_recs, own_prompts, own_space), (shared, shared_recs, shared_prompts, shared_space) = runs["own"], runs["shared"]
+    # with the run's own storage the three fixed slots run first; workers sharing a study keep the old order
+    assert own["bootstrap_after_slots"] == 3 and shared["bootstrap_after_slots"] == 0
+    teacher = own["phases"]["bootstrap"]["calls"]
+    early = sum(r["lm_calls"] for r in own_recs[:3])
+    assert teacher == 12 and early > 0
+    assert sorted(own_prompts[:early]) == sorted(shared_prompts[teacher:teacher + early])
+    assert sorted(own_prompts[early:early + teacher]) == sorted(shared_prompts[:teacher])
+    # the same pool, the same trials, the same winner, the same calls
+    assert own_space["demo_sets"] == shared_space["demo_sets"]
+    strip = lambda r: {k: r[k] for k in ("slot", "params", "score", "state", "lm_calls", "examples")}
+    assert [strip(r) for r in own_recs] == [strip(r) for r in shared_recs]
+    assert own["best"] == shared["best"] and own["task_lm_calls"] == shared["task_lm_calls"]
+    assert own["phases"]["search"]["calls"] == sum(r["lm_calls"] for r in own_recs)
+
+
 def test_start_demos_races_the_weak_seed_prompt_against_a_demo_incumbent(tmp_path):
     def run(start, **kw):
         task = sst2_task(trials=4, bootstrap_examples=0, selectors=["random"], proposers=["offline"], max_demos=6,
