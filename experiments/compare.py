@@ -252,8 +252,10 @@ def trajectory(run_dir, summary):
 
 
 def _rank(rec):
-    """How the engine ranks complete trials (``search.pick_best``): objective, then the plain mean."""
-    return rec["score"], rec.get("metric_mean", rec["score"])
+    """How the engine ranks complete trials (``search.pick_best``): objective, then the plain mean, then
+    the validation split's own mean (cross-fitting), then the shorter prompt; full ties keep the earlier."""
+    plain = rec.get("metric_mean", rec["score"])
+    return rec["score"], plain, rec.get("val_mean", plain), -rec.get("prompt_words", 0)
 
 
 def _val_of(rec):

@@ -789,6 +789,8 @@ class Search:
             own = [self.evaluator.run_one(cand, self.validation[i]).score for i in scored if i < self.n_validation]
             rec["val_mean"] = round(sum(own) / len(own), 6) if own else None
             rec["crossfit_examples"] = len(scored) - len(own)
+            if own:
+                trial.set_user_attr("val_mean", rec["val_mean"])
         if len(per) > 1:
             rec["readouts"] = {k: round(sum(v) / len(v), 6) if v else None for k, v in per.items()}
             rec["readout"] = chosen
@@ -968,7 +970,8 @@ class Search:
         return sorted(recs, key=lambda r: (r.get("slot", r["trial"]), r["trial"]))
 
     def best(self, pick: str = "best") -> tuple[optuna.trial.FrozenTrial, Candidate]:
-        """The winner: the highest validation mean (ties: the shorter prompt, then the earlier slot); with
+        """The winner: the highest objective (ties: the higher plain mean, then the higher mean on the
+        validation split itself, then the shorter prompt, then the earlier slot); with
         ``pick="shortest"``, the shortest prompt whose mean lies within the best's 95% interval."""
         complete = [t for t in self.study.trials if t.state == TrialState.COMPLETE]
         if not complete:
@@ -1002,9 +1005,12 @@ def _report(trial: optuna.Trial, scores: list[float], steps: list[int], start: i
 
 def _rank(t: optuna.trial.FrozenTrial) -> tuple:
     # a weighted objective's ties (prompts that each answer one label everywhere score 1/K balanced) go to
-    # the higher plain mean over the same examples
-    return (round(t.value, 9), round(t.user_attrs.get("metric_mean", t.value), 9), -t.user_attrs.get("prompt_words", 0),
-            -trial_slot(t), -t.number)
+    # the higher plain mean over the same examples; a cross-fitted objective's ties (the same count right
+    # over validation and training examples together) go to the higher mean on the validation split
+    # itself, the score the run reports, before the shorter prompt
+    plain = t.user_attrs.get("metric_mean", t.value)
+    return (round(t.value, 9), round(plain, 9), round(t.user_attrs.get("val_mean", plain), 9),
+            -t.user_attrs.get("prompt_words", 0), -trial_slot(t), -t.number)
 
 
 def pick_best(complete: list[optuna.trial.FrozenTrial], pick: str = "best") -> optuna.trial.FrozenTrial:

@@ -48,6 +48,20 @@ def test_trajectory_of_a_balanced_run_follows_the_incumbent_plain_mean(compare, 
     assert compare.calls_to_reach(traj, 0.7) == 60 and compare.calls_to_reach(traj, 0.9) is None
 
 
+def test_trajectory_breaks_a_cross_fitted_tie_as_the_engine_does(compare, tmp_path):
+    # equal objective: the higher validation split mean wins (trial 1 over the shorter trial 0)
+    recs = [{"slot": 0, "trial": 0, "state": "complete", "score": 0.03, "val_mean": 0.0, "prompt_words": 300,
+             "lm_calls": 100},
+            {"slot": 1, "trial": 1, "state": "complete", "score": 0.03, "val_mean": 0.025, "prompt_words": 900,
+             "lm_calls": 100},
+            {"slot": 2, "trial": 2, "state": "complete", "score": 0.03, "val_mean": 0.025, "prompt_words": 800,
+             "lm_calls": 100}]
+    (tmp_path / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    traj = compare.trajectory(tmp_path, {"phases": {"search": {"calls": 300}}})
+    assert traj == [[100, 0.0], [200, 0.025], [300, 0.025]]
+    assert compare.calls_to_reach(traj, 0.025) == 200
+
+
 def test_table_means_over_seeds_and_reach_fractions_per_seed(compare):
     rows = []
     for seed, (mip_val, mip_test, ours_test) in enumerate([(0.8, 0.70, 0.75), (0.9, 0.72, 0.80)]):

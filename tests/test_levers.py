@@ -137,6 +137,18 @@ def test_pareto_front_and_shortest_within_interval():
     assert [f["trial"] for f in front] == [3, 2, 1]  # shortest first; trial 4 is dominated
 
 
+def test_a_cross_fitted_tie_goes_to_the_higher_validation_split_mean_before_the_shorter_prompt():
+    # GSM8K seed 1 (compare harness, sixteenth pass): 3 of 100 right for both, 0 of 40 validation
+    # problems for the shorter prompt and 1 of 40 for the kNN one
+    short, knn = _T(0, 0.03, 300, []), _T(1, 0.03, 900, [])
+    short.user_attrs["val_mean"], knn.user_attrs["val_mean"] = 0.0, 0.025
+    assert pick_best([short, knn]).number == 1
+    knn.user_attrs["val_mean"] = 0.0  # a full tie on both means: the shorter prompt
+    assert pick_best([short, knn]).number == 0
+    del short.user_attrs["val_mean"], knn.user_attrs["val_mean"]  # not cross-fitted: the shorter prompt
+    assert pick_best([short, knn]).number == 0
+
+
 def test_search_call_cap_holds_and_the_run_still_reports_test(tmp_path):
     task = sst2_task(trials=30, bootstrap_examples=0, selectors=["random"], proposers=["offline"])
     res = optimize(task, RunOptions(out=tmp_path / "run", backend=scripted_for(task), seed=0, search_calls=100))
