@@ -11,3 +11,21 @@ ours_classification() {
     for task in sst2 trec ag_news bbh_navigate bbh_sports; do run "$task" "$seed" ours@small-model $(sizes "$task"); done
   done
 }
+# `rerun_rows ARCHIVE METHOD "TASKS" KEY...`: before a pass re-runs METHOD, archive its rows of TASKS
+# once in $OUT/ARCHIVE, then drop from rows.jsonl the archived rows a KEY names ("task" or "task:seed"),
+# so that --resume runs those again and a cut-short pass keeps the other rows
+rerun_rows() {
+  .venv/bin/python - "$OUT" "$@" <<'PY'
+import json, sys
+from pathlib import Path
+out, name, method, every, keys = Path(sys.argv[1]), sys.argv[2], sys.argv[3], set(sys.argv[4].split()), set(sys.argv[5:])
+rows, archive = out / "rows.jsonl", out / name
+lines = rows.read_text().splitlines(keepends=True)
+if not archive.exists():
+    archive.write_text("".join(x for x in lines if x.strip() and (r := json.loads(x))["method"] == method
+                               and r["task"] in every))
+old = set(archive.read_text().splitlines(keepends=True))
+named = lambda r: r["task"] in keys or f'{r["task"]}:{r["seed"]}' in keys  # noqa: E731
+rows.write_text("".join(x for x in lines if x not in old or not named(json.loads(x))))
+PY
+}

@@ -16,19 +16,7 @@ OURS=ours@small-model-crossfit-both
 ALL="sst2 trec ag_news bbh_navigate bbh_sports gsm8k"
 DEFAULT=$(for t in $ALL; do for s in 0 1 2; do printf '%s:%s ' "$t" "$s"; done; done)
 PAIRS=${PAIRS:-$DEFAULT}
-.venv/bin/python - "$OUT" "$OURS" "$ALL" $PAIRS <<'PY'
-import json, sys
-from pathlib import Path
-out, ours, every, pairs = Path(sys.argv[1]), sys.argv[2], set(sys.argv[3].split()), set(sys.argv[4:])
-rows, archive = out / "rows.jsonl", out / "rows-crossfit-both-pass16.jsonl"
-lines = rows.read_text().splitlines(keepends=True)
-if not archive.exists():
-    archive.write_text("".join(x for x in lines if x.strip() and (r := json.loads(x))["method"] == ours
-                               and r["task"] in every))
-old = set(archive.read_text().splitlines(keepends=True))
-rows.write_text("".join(x for x in lines if x not in old
-                        or f'{(r := json.loads(x))["task"]}:{r["seed"]}' not in pairs))
-PY
+rerun_rows rows-crossfit-both-pass16.jsonl "$OURS" "$ALL" $PAIRS
 for pair in $PAIRS; do
   task=${pair%%:*} seed=${pair##*:}
   run "$task" "$seed" "$OURS" $(sizes "$task") --ours $OURS

@@ -20,18 +20,7 @@ TASKS=${TASKS:-$ALL}
 # rows-crossfit-both-pass15.jsonl keeps the preset's fifteenth-pass rows of all five tasks (written once);
 # a row of rows.jsonl found there is one of them, and leaves rows.jsonl, if its task is in TASKS, so that
 # its pair runs again
-.venv/bin/python - "$OUT" "$OURS" "$ALL" $TASKS <<'PY'
-import json, sys
-from pathlib import Path
-out, ours, every, tasks = Path(sys.argv[1]), sys.argv[2], set(sys.argv[3].split()), set(sys.argv[4:])
-rows, archive = out / "rows.jsonl", out / "rows-crossfit-both-pass15.jsonl"
-lines = rows.read_text().splitlines(keepends=True)
-if not archive.exists():
-    archive.write_text("".join(x for x in lines if x.strip() and (r := json.loads(x))["method"] == ours
-                               and r["task"] in every))
-old = set(archive.read_text().splitlines(keepends=True))
-rows.write_text("".join(x for x in lines if x not in old or json.loads(x)["task"] not in tasks))
-PY
+rerun_rows rows-crossfit-both-pass15.jsonl "$OURS" "$ALL" $TASKS
 for task in $TASKS; do
   for seed in 0 1 2; do run "$task" "$seed" "$OURS" $(sizes "$task") --ours $OURS; done
 done
