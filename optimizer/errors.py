@@ -9,7 +9,8 @@ The hierarchy, in one place (httpx style)::
     ├── LMError                     an LM backend failed
     │   ├── LMConnectionError       endpoint unreachable
     │   └── LMAuthError             credentials refused
-    └── StorageError                study storage cannot be opened
+    ├── StorageError                study storage cannot be opened
+    └── ParityError                 an export does not reproduce the optimizer's prompts or scores
 
 The CLI turns any of these into one line on stderr and exit status 2; the
 library itself never prints. ``str(err)`` is that line.
@@ -72,3 +73,7 @@ class StorageError(OptimizerError):
 
 class BudgetExceeded(OptimizerError):
     """A call, token or cost budget was reached (not a user error; the run stops cleanly)."""
+
+
+class ParityError(OptimizerError):
+    """The exported artifact does not reproduce the optimizer's prompts or scores."""
