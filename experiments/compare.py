@@ -53,29 +53,18 @@ import dspy  # noqa: E402
 from dspy.teleprompt.gepa import InstructionProposer  # noqa: E402
 
 from optimizer.adapters import CompletionAdapter  # noqa: E402
-from optimizer.data import Example, make_splits  # noqa: E402
+from optimizer.data import Example  # noqa: E402
 from optimizer.engine import RunOptions, make_evaluator, optimize, resolve_lm  # noqa: E402
-from optimizer.lm import ResponseCache, create_backend  # noqa: E402
+from optimizer.lm import create_backend  # noqa: E402
 from optimizer.lm.dspy_engine import dspy_lm  # noqa: E402
 from optimizer.metrics import build_metric  # noqa: E402
 from optimizer.program import Candidate, build_program, demo_dicts  # noqa: E402
 from optimizer.stats import bootstrap_ci  # noqa: E402
 from optimizer.task import apply_preset  # noqa: E402
 
-# the tables live beside the rows' reader; re-exported for the harness's tests and older callers
+# the tables are made from rows alone (compare_tables); re-exported for the harness's tests
 from compare_tables import METHODS, aggregate, calls_to_reach, markdown, verdict  # noqa: E402,F401
-
-#: where an ``ours@NAME`` method finds its preset: the user presets first, then the ablations
-PRESET_DIRS = (ROOT / "configs" / "optimizer", ROOT / "experiments" / "presets")
-
-
-def preset_path(name: str) -> Path:
-    """The preset file of ``ours@NAME``: ``configs/optimizer/NAME.yaml`` or ``experiments/presets/NAME.yaml``."""
-    for d in PRESET_DIRS:
-        for ext in (".yaml", ".yml"):
-            if (d / f"{name}{ext}").exists():
-                return d / f"{name}{ext}"
-    raise SystemExit(f"unknown preset {name!r}: not in {', '.join(str(d.relative_to(ROOT)) for d in PRESET_DIRS)}")
+from rows import preset_path  # noqa: E402
 
 
 def to_dspy(task, examples: list[Example]) -> list[dspy.Example]:
