@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
 import rows as rowsfile  # noqa: E402
-from run import SUITES, load_suites, sizes_of  # noqa: E402
+from run import load_defaults, sizes_of  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results" / "compare"
 PAGES = (ROOT / "README.md", ROOT / "experiments" / "results" / "README.md")
@@ -92,8 +92,8 @@ def write_tables(out: Path, ours: str, pages: bool | None = None) -> str:
             "# Rows of earlier task versions (left out of table.md: the task's splits or data changed since)\n\n"
             + markdown(old_table) + "\n\n" + verdict(old_table, ours=ours) + "\n")
     if pages if pages is not None else out.resolve() == RESULTS.resolve():
-        suite = next(iter(load_suites(SUITES).values()))
-        head = headline(table, lambda t: sizes_of(suite, t))
+        defaults = load_defaults()
+        head = headline(table, lambda t: sizes_of(defaults, t))
         link = "Every method, wall times and calls: [experiments/results/compare/table.md]" \
                "(experiments/results/compare/table.md); how to read it: [experiments/results/README.md]" \
                "(experiments/results/README.md)."
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default=str(RESULTS / "rows.jsonl"), help="the rows file (its folder gets the tables)")
     ap.add_argument("--ours", default=None, help="the verdict's method (default: suites.yaml's defaults.ours)")
     args = ap.parse_args(argv)
-    ours = args.ours or next(iter(load_suites(SUITES).values()))["ours"]
+    ours = args.ours or load_defaults()["ours"]
     print(write_tables(Path(args.rows).parent, ours=ours))
     return 0
 

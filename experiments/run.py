@@ -49,6 +49,11 @@ def load_suites(path: Path = SUITES) -> dict[str, dict]:
     return out
 
 
+def load_defaults(path: Path = SUITES) -> dict:
+    """The suites file's ``defaults`` (what a suite leaves out)."""
+    return yaml.safe_load(Path(path).read_text()).get("defaults") or {}
+
+
 def get_suite(name: str, path: Path = SUITES) -> dict:
     suites = load_suites(path)
     if name not in suites:
@@ -57,8 +62,8 @@ def get_suite(name: str, path: Path = SUITES) -> dict:
 
 
 def sizes_of(suite: dict, task: str) -> dict:
-    """train / val / test limits of TASK in the suite."""
-    return {**DEFAULT_SIZES, **(suite["sizes"].get(task) or {})}
+    """train / val / test limits of TASK in the suite (or in the file's ``defaults``)."""
+    return {**DEFAULT_SIZES, **((suite.get("sizes") or {}).get(task) or {})}
 
 
 def jobs(suite: dict, only: list[str] | None = None, methods: list[str] | None = None) -> list[tuple]:
