@@ -7,6 +7,7 @@ The hierarchy, in one place (httpx style)::
     ├── DataError                   data file missing, unreadable, column or label wrong
     ├── MetricError                 unknown metric, or a user metric that raises
     ├── LMError                     an LM backend failed
+    │   ├── LMCallFailed            one call lost after its retries (the trial counts it)
     │   ├── LMConnectionError       endpoint unreachable
     │   └── LMAuthError             credentials refused
     ├── StorageError                study storage cannot be opened
@@ -57,6 +58,13 @@ class MetricError(OptimizerError):
 
 class LMError(OptimizerError):
     """An LM backend failed after its retries."""
+
+
+class LMCallFailed(LMError):
+    """One call failed after its retries (rate limit, server error, timeout, dropped or malformed response).
+
+    Not fatal by itself: the Evaluator records the example as failed and the trial
+    is marked failed when too many of its calls fail."""
 
 
 class LMConnectionError(LMError):
