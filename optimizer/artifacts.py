@@ -18,6 +18,7 @@ from . import __version__
 from .adapters import field_prefix
 from .errors import ConfigError
 from .evaluate import Evaluator
+from .lm import backend_class
 from .lm.profiles import LMProfile
 from .program import Candidate, demo_dicts
 from .rendering import renderer
@@ -162,12 +163,12 @@ def _model_block(run: FinishedRun, ev: Evaluator) -> dict[str, Any]:
 def _extra_body(profile: LMProfile) -> dict[str, Any]:
     """Fields beyond the OpenAI API that the endpoint needs to decode as the optimizer did: llama.cpp's server
     applies ``repeat_penalty`` 1.1 by default, the embedded backend decodes with 1.0."""
-    return {"repeat_penalty": 1.0} if profile.backend == "local" else {}
+    return dict(backend_class(profile).export_extra_body)
 
 
 def _endpoint_block(profile: LMProfile) -> dict[str, Any] | None:
     """Where the run's own endpoint is (the name of its key's environment variable, never the key)."""
-    if profile.backend == "openai":
+    if backend_class(profile).serves_openai_api:
         return {"base_url": profile.base_url, "api": profile.api, "api_key_env": profile.api_key_env}
     return None
 

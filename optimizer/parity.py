@@ -26,6 +26,7 @@ from .data import Example
 from .errors import ConfigError, LMError
 from .evaluate import Evaluator
 from .llamacpp_server import llama_server
+from .lm import backend_class
 from .program import Candidate
 from .runread import FinishedRun
 from .stats import bootstrap_ci, mcnemar, paired_bootstrap
@@ -94,26 +95,14 @@ def _token_counter(run: FinishedRun):
     """Counts a completion prompt's tokens as llama.cpp does (BOS + text, special tokens parsed), or None.
 
     Only for runs on a local GGUF model, whose tokenizer is at hand (vocabulary only, no weights)."""
-    if run.profile.backend != "local":
-        return None
-    try:
-        from llama_cpp import Llama
-
-        from .lm._local import _silence_llama_logs, embedded_model_path
-
-        _silence_llama_logs()
-        vocab = Llama(model_path=str(run.profile.model_path or embedded_model_path()), vocab_only=True,
-                      verbose=False)
-    except Exception:
-        return None
-    return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+    return backend_class(run.profile).token_counter(run.profile)
 
 
 def _endpoint_profile(run: FinishedRun, lm: str | None):
     from .engine import resolve_lm
 
     prof = resolve_lm(run.task, lm)
-    if prof.backend != "openai" or not prof.base_url:
+    if not backend_class(prof).serves_openai_api or not prof.base_url:
         raise ConfigError(f"profile {prof.name!r} is not an OpenAI-compatible endpoint", field="--lm",
                           fix="give a profile with backend: openai and base_url, or --endpoint URL")
     return prof
@@ -199,7 +188,7 @@ def _target(run: FinishedRun, meta: dict[str, Any], endpoint: str | None, model:
     elif lm:
         prof = _endpoint_profile(run, lm)
         base_url, model_name, key_env, where = prof.base_url, model or prof.model, prof.api_key_env, prof.base_url
-    elif run.profile.backend == "openai":
+    elif backend_class(run.profile).serves_openai_api:
         base_url, model_name = run.profile.base_url, model or run.profile.model
         key_env, where = run.profile.api_key_env, run.profile.base_url
     else:

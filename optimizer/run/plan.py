@@ -6,9 +6,9 @@ from typing import Any
 
 from ..budget import cost_of, estimate_tokens, load_prices
 from ..data import search_splits, selection_examples
-from ..lm.base import LMRequest
 from ..program import Candidate
-from ..proposers import LMProposer
+from ..plugins import PROPOSERS, SELECTORS
+from ..selectors import SelectionContext
 from ..task import TaskSpec
 from .inputs import check_metric, make_evaluator, resolve_lm
 from .options import RunOptions, check_options
@@ -39,24 +39,17 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
 
     rows: dict[str, dict[str, Any]] = {}
     inst = task.optimizer.instructions
-    if "lm" in task.optimizer.proposers and inst > 1 and splits.train:
-        prop = LMProposer()
-        want = max(1, (inst - 1) // 2)
-        shots = splits.train[: prop.k]
-        meta = LMRequest(prompt=prop._meta_prompt(task, shots), max_tokens=prop.max_tokens)
-        calls = want * prop.drafts
-        rows["proposer"] = {"calls": calls, "prompt_tokens": calls * estimate_tokens(meta)[0],
-                            "completion_tokens": calls * prop.max_tokens}
-    else:
-        rows["proposer"] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    asks = [r for k in dict.fromkeys(task.optimizer.proposers)  # as if each proposer filled the pool first
+            for r in PROPOSERS.get(k).planned_calls(task, splits.train, PROPOSERS.get(k).share(inst - 1)) or ()]
+    rows["proposer"] = {"calls": len(asks), "prompt_tokens": sum(estimate_tokens(r)[0] for r in asks),
+                        "completion_tokens": sum(r.max_tokens for r in asks)}
     mt = evaluator.max_tokens
-    if "bootstrap" in task.optimizer.selectors and max_demos:
-        teach = Candidate(task.instruction, tuple(splits.train[: max(1, min(4, max_demos))]), {})
-        pool = splits.train[len(teach.demos):][: task.optimizer.bootstrap_examples]
-        rows["bootstrap"] = {"calls": len(pool), "prompt_tokens": tokens(teach, pool),
-                             "completion_tokens": len(pool) * mt}
-    else:
-        rows["bootstrap"] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    sctx = SelectionContext(splits.train, seed, instruction=task.instruction,
+                            budget=task.optimizer.bootstrap_examples)
+    runs = [r for k in dict.fromkeys(task.optimizer.selectors) if max_demos
+            for r in SELECTORS.get(k).planned_runs(sctx, max_demos)]
+    rows["bootstrap"] = {"calls": len(runs), "prompt_tokens": sum(tokens(c, [ex]) for c, ex in runs),
+                         "completion_tokens": len(runs) * mt}
     typical = Candidate(task.instruction, demos, {})
     seed_c = Candidate(task.instruction, (), {})
     scored = selection_examples(task, splits, seed)

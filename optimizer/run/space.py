@@ -13,7 +13,8 @@ from ..lm.base import Usage
 from ..proposers import ProposalContext, instruction_pool
 from ..search import (ATTR, SearchSpace, check_setup, ensure_slots, make_sampler, publish_setup, setup_startup,
                       space_of, startup_trials, study_setup, wait_setup)
-from ..selectors import BootstrapSelector, SelectionContext, demo_pool, fill_pool
+from ..plugins import SELECTORS
+from ..selectors import SelectionContext, demo_pool, fill_pool
 from .context import RunContext
 from .inputs import data_fingerprint
 from .trials import run_early_slots
@@ -63,7 +64,8 @@ def build_space(ctx: RunContext, data_id: str) -> None:
     early = space.early_slots() if ctx.exclusive and any(not exs for _, exs in demos) else 0
     startup = task.optimizer.startup_trials or startup_trials(ctx.n_trials)
     if early:
-        reserve = BootstrapSelector.planned_calls(sctx, max_demos)  # the teacher still runs after them
+        reserve = sum(SELECTORS.get(k).planned_calls(sctx, max_demos)  # the teacher still runs after them
+                      for k in dict.fromkeys(task.optimizer.selectors))
         run_early_slots(ctx, early, startup, None if opts.search_calls is None
                         else max(0, opts.search_calls - proposer_calls - reserve))
     fixed = [space.fixed_params(k) for k in range(early)]
