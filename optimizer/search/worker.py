@@ -59,12 +59,12 @@ from urllib.parse import urlsplit, urlunsplit
 import optuna
 from optuna.trial import TrialState
 
-from .data import Example, proportional_order
-from .errors import ConfigError, StorageError
-from .evaluate import Evaluator
-from .lm.base import LMCallFailed
-from .program import Candidate
-from .scoring import BATCH, LABEL_READOUTS, offsets_from_json, offsets_to_json
+from ..data import Example, proportional_order
+from ..errors import ConfigError, StorageError
+from ..evaluate import Evaluator
+from ..lm.base import LMCallFailed
+from ..program import Candidate
+from ..scoring import BATCH, LABEL_READOUTS, offsets_from_json, offsets_to_json
 
 ATTR = "optimizer:"  # prefix of the study and trial attributes this module owns
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -1017,7 +1017,7 @@ def pick_best(complete: list[optuna.trial.FrozenTrial], pick: str = "best") -> o
     top = max(complete, key=_rank)
     if pick != "shortest":
         return top
-    from .stats import bootstrap_ci
+    from ..stats import bootstrap_ci
 
     scores = [v for _, v in sorted(top.intermediate_values.items())]
     low = bootstrap_ci(scores, seed=0).low if scores else top.value
