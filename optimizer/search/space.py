@@ -14,6 +14,7 @@ import optuna
 
 from ..data import Example
 from ..errors import ConfigError
+from ..plugins import SELECTORS
 from ..program import Candidate
 from ..scoring import LABEL_READOUTS, offsets_from_json
 from .attrs import ATTR
@@ -48,7 +49,7 @@ class SearchSpace:
         knn = 0
         if n_demos > 0 and self.demo_sets:
             selector, exs = self.demo_sets[demo_set]
-            if selector == "knn":  # the set is a pool: each input gets its n_demos nearest demos
+            if SELECTORS.get(selector).per_input:  # the set is a pool: each input gets its n_demos nearest demos
                 demos, knn, order = tuple(exs), min(n_demos, len(exs)), 0
             else:
                 demos = tuple(exs[:n_demos])
@@ -104,9 +105,9 @@ class SearchSpace:
         takes the kNN pool instead, when there is one (``start`` names either; default: this space's)."""
         if not self.has_demos:
             return None
-        fixed = next((i for i, (sel, exs) in enumerate(self.demo_sets) if sel != "knn" and exs), None)
+        fixed = next((i for i, (sel, exs) in enumerate(self.demo_sets) if not SELECTORS.get(sel).per_input and exs), None)
         if (start or self.start) == "knn":  # per-input demos (the kNN pool) when there is one
-            fixed = next((i for i, (sel, exs) in enumerate(self.demo_sets) if sel == "knn" and exs), fixed)
+            fixed = next((i for i, (sel, exs) in enumerate(self.demo_sets) if SELECTORS.get(sel).per_input and exs), fixed)
         if fixed is None:
             return None
         return {**self.seed_params(), "demo_set": fixed,
@@ -131,7 +132,8 @@ class SearchSpace:
         n = 0
         while (p := self.fixed_params(n)) is not None:
             d, k = p.get("demo_set", 0), p.get("n_demos", 0)
-            if k and (d in pending or (self.demo_sets[d][0] != "knn" and any(i < d for i in pending))):
+            if k and (d in pending or (not SELECTORS.get(self.demo_sets[d][0]).per_input
+                                       and any(i < d for i in pending))):
                 break
             n += 1
         return n
