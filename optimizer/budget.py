@@ -129,7 +129,6 @@ class Budget:
         self._inflight_completion = 0
         self._lock = threading.Lock()
         self.tripped: str | None = None  # the limit that refused a call, once one did
-        self.refused = 0
         if self.log_path is not None and self.log_path.exists():
             self._load()
 
@@ -165,7 +164,6 @@ class Budget:
                     self.spent.completion_tokens + self._inflight_completion + est_c) > lim.max_cost:
                 reason = f"--max-cost {lim.max_cost:g} reached ({self.cost:.6g} spent)"
             if reason is not None:
-                self.refused += 1
                 if self.tripped is None:
                     self.tripped = reason
                 flag = reason.split()[0]
