@@ -13,6 +13,7 @@ e.g. ``DemoSelector.makes_lm_calls``), never by comparing names.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Generic, Iterator, TypeVar
 
@@ -44,6 +45,15 @@ class Registry(Generic[T]):
 
     def unregister(self, name: str) -> None:
         del self._entries[name]
+
+    @contextlib.contextmanager
+    def temporarily(self, name: str, target: type[T] | str) -> Iterator[type[T]]:
+        """``target`` registered as ``name`` inside the ``with`` block only (tests, plug-in trials)."""
+        self.register(name, target)
+        try:
+            yield self.get(name)
+        finally:
+            self.unregister(name)
 
     def get(self, name: str) -> type[T]:
         """The class registered as ``name`` (imported now if lazy). Unknown: ConfigError listing the names."""

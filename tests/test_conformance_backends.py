@@ -270,11 +270,8 @@ class ToyBackend(LMBackend):
 
 @pytest.fixture
 def toy_backend():
-    BACKENDS.register("toy", ToyBackend)
-    try:
-        yield ToyBackend
-    finally:
-        BACKENDS.unregister("toy")
+    with BACKENDS.temporarily("toy", ToyBackend) as cls:
+        yield cls
 
 
 def test_a_new_backend_is_one_class_and_its_registration(toy_backend, tmp_path):

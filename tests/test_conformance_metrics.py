@@ -143,11 +143,8 @@ class PrefixMatch(TextMetric):
 
 @pytest.fixture
 def prefix_metric():
-    METRICS.register("prefix_match", PrefixMatch)
-    try:
-        yield PrefixMatch
-    finally:
-        METRICS.unregister("prefix_match")
+    with METRICS.temporarily("prefix_match", PrefixMatch) as cls:
+        yield cls
 
 
 def test_a_new_metric_is_one_class_and_its_registration(prefix_metric, metric_file):

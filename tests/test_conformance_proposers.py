@@ -139,11 +139,8 @@ class PoliteProposer(InstructionProposer):
 
 @pytest.fixture
 def polite_proposer():
-    PROPOSERS.register("polite", PoliteProposer)
-    try:
-        yield PoliteProposer
-    finally:
-        PROPOSERS.unregister("polite")
+    with PROPOSERS.temporarily("polite", PoliteProposer) as cls:
+        yield cls
 
 
 def test_a_new_proposer_is_one_class_and_its_registration(polite_proposer, task_and_train):

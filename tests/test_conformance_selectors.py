@@ -133,11 +133,8 @@ class StrideSelector(DemoSelector):
 
 @pytest.fixture
 def stride_selector():
-    SELECTORS.register("stride", StrideSelector)
-    try:
-        yield StrideSelector
-    finally:
-        SELECTORS.unregister("stride")
+    with SELECTORS.temporarily("stride", StrideSelector) as cls:
+        yield cls
 
 
 def task_dict(**optimizer):

@@ -177,6 +177,9 @@ def test_registry_is_lazy_ordered_and_names_the_known_ones_when_asked_for_anothe
         reg.get("wrong")
     reg.unregister("wrong")
     assert reg.names() == ("zeta", "alpha")
+    with reg.temporarily("gamma", "optimizer.lm._openai:OpenAIBackend") as cls:
+        assert cls.__name__ == "OpenAIBackend" and "gamma" in reg
+    assert "gamma" not in reg
 
 
 def test_schema_takes_exactly_the_registered_names():
