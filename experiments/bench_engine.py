@@ -165,10 +165,11 @@ def main() -> int:
             doc["optimize_exit"] = rc
             doc["optimize_seconds"] = secs
             if args.mipro:
-                cmd = [str(Path(sys.executable)), str(ROOT / "experiments" / "compare.py"), "--tasks", args.task,
-                       "--methods", "mipro_light", "--out", str(Path(tmp) / "mipro")]
+                cmd = [str(Path(sys.executable)), str(ROOT / "experiments" / "run.py"), "--suite", "classification",
+                       "--only", f"{args.task}:0", "--method", "mipro_light", "--out", str(Path(tmp) / "mipro"),
+                       "--no-tables"]
                 gb2, rc2, secs2 = peak_rss_of(cmd, ROOT)
-                print(f"peak RSS of a DSPy MIPROv2 light run (experiments/compare.py): {gb2:.3f} GB "
+                print(f"peak RSS of a DSPy MIPROv2 light run (experiments/run.py): {gb2:.3f} GB "
                       f"(exit {rc2}, {secs2:.0f} s)")
                 doc["mipro_peak_rss_gb"] = gb2
     if args.json:

@@ -15,56 +15,56 @@ counted and cached the same way; DSPy's optimizers reach it through a DSPy LM en
     mipro_light  dspy.MIPROv2(auto="light")
     mipro_medium dspy.MIPROv2(auto="medium")
     gepa         dspy.GEPA (reflection LM: the task's LM profile on its own backend, 256 tokens, unless
-                 --reflection-lm; its calls are the proposer calls), metric-call budget
+                 the suite's reflection_lm; its calls are the proposer calls), metric-call budget
                  matched to MIPROv2 light's task-LM calls when known
     ours         optimizer.engine.optimize with the task's settings, its search capped at the budget
                  (``search_calls``: every LM call before the test report, proposer calls included)
-    ours@PRESET  the same with an optimizer preset (configs/optimizer/PRESET.yaml) applied
+    ours@PRESET  the same with an optimizer preset applied (configs/optimizer/PRESET.yaml, or an ablation
+                 preset in experiments/presets/PRESET.yaml: ``preset_path``)
 
 The budget of a (task, seed) is MIPROv2 light's task-LM calls when that row exists (run it first), else
-``--budget``.
+the suite's ``budget``.
 
-Every method's final program is scored by the same Evaluator on the same test examples.
-Output: a Markdown and a JSON table (per method: test mean and 95% interval over seeds,
-task-LM calls, proposer calls, prompt words of the final prompt, wall time), plus one JSON line
-per (task, seed, method) as it finishes, so a long run can be resumed (--resume skips
-finished rows).
+Every method's final program is scored by the same Evaluator on the same test examples. This module runs
+one (task, seed, method) and returns its row (``run_method``); ``experiments/run.py`` drives it from a suite
+of ``experiments/suites.yaml`` and appends the rows, with provenance, to one rows file;
+``experiments/make_tables.py`` (``compare_tables``) makes the tables from the rows.
 
-    .venv/bin/python experiments/compare.py --tasks sst2 trec --seeds 0 1 2 \
-        --methods seed random bfrs mipro_light ours --out experiments/results/compare
+    python3 experiments/run.py --suite classification --dry-run
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import io
 import json
 import logging
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
 
 import dspy  # noqa: E402
 from dspy.teleprompt.gepa import InstructionProposer  # noqa: E402
 
 from optimizer.adapters import CompletionAdapter  # noqa: E402
-from optimizer.data import Example, make_splits  # noqa: E402
+from optimizer.data import Example  # noqa: E402
 from optimizer.engine import RunOptions, make_evaluator, optimize, resolve_lm  # noqa: E402
-from optimizer.lm import ResponseCache, create_backend  # noqa: E402
+from optimizer.lm import create_backend  # noqa: E402
 from optimizer.lm.dspy_engine import dspy_lm  # noqa: E402
 from optimizer.metrics import build_metric  # noqa: E402
 from optimizer.program import Candidate, build_program, demo_dicts  # noqa: E402
 from optimizer.stats import bootstrap_ci  # noqa: E402
-from optimizer.task import apply_preset, load_task  # noqa: E402
+from optimizer.task import apply_preset  # noqa: E402
 
-METHODS = ("majority", "seed", "random", "bfrs", "mipro_light", "mipro_medium", "gepa", "ours")
+# the tables are made from rows alone (compare_tables); re-exported for the harness's tests
+from compare_tables import METHODS, aggregate, calls_to_reach, markdown, verdict  # noqa: E402,F401
+from rows import preset_path  # noqa: E402
 
 
 def to_dspy(task, examples: list[Example]) -> list[dspy.Example]:
@@ -182,7 +182,7 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
             notes["proposer_backend"] = "separate"  # not among the task backend's calls
             rb.close()
         elif method == "ours" or method.startswith("ours@"):
-            run_task = apply_preset(task, method.split("@", 1)[1]) if "@" in method else task
+            run_task = apply_preset(task, str(preset_path(method.split("@", 1)[1]))) if "@" in method else task
             tag = method.replace("@", "-")
             marks: dict[str, float] = {}
 
@@ -262,151 +262,3 @@ def _val_of(rec):
     """A trial's plain mean on the validation split: ``val_mean`` when it was also scored on cross-fitted
     training examples, ``metric_mean`` under a weighted objective, else its score."""
     return rec.get("val_mean", rec.get("metric_mean", rec["score"]))
-
-
-def calls_to_reach(traj, target):
-    """LM calls after which the best validation mean first reached ``target`` (None: never). Rows store
-    validation scores to 4 decimals and trajectories to 6, so both are compared at 4: 37/60 is 0.6167 in
-    one and 0.616667 in the other, and the same score reaches itself."""
-    return next((c for c, v in traj if v is not None and round(v, 4) >= round(target, 4)), None)
-
-
-def aggregate(rows):
-    out = []
-    keys = sorted({(r["task"], r["method"]) for r in rows},
-                  key=lambda k: (k[0], METHODS.index(k[1].split("@")[0]), k[1]))
-    for task, method in keys:
-        rs = [r for r in rows if r["task"] == task and r["method"] == method]
-        means = [r["test"] for r in rs]
-        m = statistics.mean(means)
-        if len(means) > 1:
-            ci = bootstrap_ci(means, seed=0)
-            lo, hi = ci.low, ci.high
-        else:
-            lo, hi = rs[0]["test_ci"]
-        reach = None
-        if method.startswith("ours"):
-            ratios = []
-            for r in rs:
-                mip = next((x for x in rows if x["task"] == task and x["seed"] == r["seed"]
-                            and x["method"] == "mipro_light" and x.get("val") is not None), None)
-                if mip and r.get("trajectory"):
-                    c = calls_to_reach(r["trajectory"], mip["val"])
-                    ratios.append(None if c is None else c / max(1, mip["task_lm_calls"]))
-            if ratios:
-                reach = ratios
-        out.append({"task": task, "method": method, "seeds": len(rs), "test_mean": round(m, 4),
-                    "val_mean": (round(statistics.mean(r["val"] for r in rs), 4)
-                                 if all(r.get("val") is not None for r in rs) else None),
-                    "calls_to_mipro_light_val": reach,
-                    "test_ci": [round(lo, 4), round(hi, 4)],
-                    # the per-example 95% intervals of the seeds' test scores, averaged (the seed prompt is
-                    # the same program for every seed, so its interval over seeds has no width)
-                    "test_ci_examples": [round(statistics.mean(r["test_ci"][0] for r in rs), 4),
-                                         round(statistics.mean(r["test_ci"][1] for r in rs), 4)],
-                    "task_lm_calls": round(statistics.mean(r["task_lm_calls"] for r in rs)),
-                    "proposer_calls": round(statistics.mean(r["proposer_calls"] for r in rs)),
-                    "prompt_words": round(statistics.mean(r["prompt_words"] for r in rs)),
-                    "seconds": round(statistics.mean(r["seconds"] for r in rs), 1)})
-    return out
-
-
-def markdown(table):
-    lines = ["| task | method | seeds | test mean | 95% CI | val mean | task-LM calls | proposer calls | "
-             "prompt words | wall s | calls to MIPROv2 light's val (fraction of its calls, per seed) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in table:
-        reach = r.get("calls_to_mipro_light_val")
-        reach_s = ", ".join("never" if x is None else f"{x:.2f}" for x in reach) if reach else ""
-        val = f"{r['val_mean']:.3f}" if r.get("val_mean") is not None else ""
-        lines.append(f"| {r['task']} | {r['method']} | {r['seeds']} | {r['test_mean']:.3f} | "
-                     f"[{r['test_ci'][0]:.3f}, {r['test_ci'][1]:.3f}] | {val} | {r['task_lm_calls']} | "
-                     f"{r['proposer_calls']} | {r['prompt_words']} | {r['seconds']} | {reach_s} |")
-    return "\n".join(lines)
-
-
-def verdict(table, ours="ours@small-model", ref="mipro_light"):
-    """Per task: the seed prompt, MIPROv2 light and ours side by side, whether any method's mean lies above
-    the seed prompt's 95% interval (the tasks the claim is about), and the mean over tasks of every
-    method against ours on the tasks both ran."""
-    by = {(r["task"], r["method"]): r for r in table}
-    tasks = sorted({r["task"] for r in table})
-    lines = [f"| task | seeds | label prior (no LM) | seed prompt [95% CI] | {ref} | {ours} | {ours} - {ref} | "
-             "some method above the seed prompt's interval |", "|---|---|---|---|---|---|---|---|"]
-    for t in tasks:
-        seed, a, b = by.get((t, "seed")), by.get((t, ref)), by.get((t, ours))
-        if not (seed and a and b):
-            continue
-        lo, hi = seed["test_ci_examples"]
-        above = [r["method"] for r in table
-                 if r["task"] == t and r["method"] not in ("seed", "majority") and r["test_mean"] > hi]
-        prior = by.get((t, "majority"))
-        prior_s = f"{prior['test_mean']:.3f}" if prior else "—"
-        lines.append(f"| {t} | {b['seeds']} | {prior_s} | {seed['test_mean']:.3f} [{lo:.3f}, {hi:.3f}]"
-                     f" | {a['test_mean']:.3f} | {b['test_mean']:.3f} | {b['test_mean'] - a['test_mean']:+.3f} | "
-                     f"{'yes' if above else 'no'} |")
-    lines += ["", f"Mean test score over the tasks both ran (seed means averaged per task first):", "",
-              f"| method | tasks | method mean | {ours} mean on those tasks |", "|---|---|---|---|"]
-    for m in sorted({r["method"] for r in table} - {ours}, key=lambda m: (METHODS.index(m.split("@")[0]), m)):
-        both = [t for t in tasks if (t, m) in by and (t, ours) in by]
-        if both:
-            lines.append(f"| {m} | {len(both)} | {statistics.mean(by[(t, m)]['test_mean'] for t in both):.3f} | "
-                         f"{statistics.mean(by[(t, ours)]['test_mean'] for t in both):.3f} |")
-    return "\n".join(lines)
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=["sst2"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--methods", nargs="+", default=["seed", "random", "bfrs", "mipro_light", "ours"])
-    ap.add_argument("--out", default=str(ROOT / "experiments/results/compare"))
-    ap.add_argument("--ours-trials", type=int, default=60, help="trial slots for ours (the call budget ends it)")
-    ap.add_argument("--budget", type=int, default=None, help="call budget when no MIPROv2 light row exists")
-    ap.add_argument("--reflection-lm", default=None)
-    ap.add_argument("--train", type=int, default=200)
-    ap.add_argument("--val", type=int, default=100)
-    ap.add_argument("--test", type=int, default=300)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--ours", default="ours@small-model",
-                    help="the method the verdict table sets against MIPROv2 light and every other method")
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows_file = out / "rows.jsonl"
-    rows = [json.loads(x) for x in rows_file.read_text().splitlines()] if args.resume and rows_file.exists() else []
-    done = {(r["task"], r["seed"], r["method"]) for r in rows}
-    cache = ResponseCache(out / "lm-cache.sqlite")
-    for name in args.tasks:
-        task = load_task(ROOT / "tasks" / name / "task.yaml")
-        task.splits.train.limit = args.train
-        task.splits.validation.limit = args.val
-        task.splits.test.limit = args.test
-        splits = make_splits(task)
-        profile = resolve_lm(task, None)
-        for seed in args.seeds:
-            budget = next((r["task_lm_calls"] for r in rows if r["task"] == name and r["seed"] == seed
-                           and r["method"] == "mipro_light"), args.budget)
-            for method in args.methods:
-                if (name, seed, method) in done:
-                    continue
-                if method == "majority" and not task.label_set:
-                    print(f"{name} seed {seed} majority: skipped (not a classification task)", flush=True)
-                    continue
-                row = run_method(method, task, seed, splits, profile, cache, budget, args)
-                rows.append(row)
-                with open(rows_file, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                if method == "mipro_light":
-                    budget = row["task_lm_calls"]
-                print(f"{name} seed {seed} {method}: test {row['test']:.3f} {row['test_ci']} "
-                      f"calls {row['task_lm_calls']} {row['seconds']}s", flush=True)
-    table = aggregate(rows)
-    (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
-    text = markdown(table) + "\n\n" + verdict(table, ours=args.ours) + "\n"
-    (out / "table.md").write_text(text)
-    print(text)
-
-
-if __name__ == "__main__":
-    main()

@@ -33,8 +33,10 @@ from typing import Any
 import yaml
 
 from .errors import BudgetExceeded, ConfigError
+from .configfile import REPO_CONFIGS
+from .lm import backend_class
 from .lm.base import LMRequest, LMResponse
-from .lm.profiles import REPO_CONFIGS, LMProfile, Prices
+from .lm.profiles import LMProfile, Prices
 
 PRICES_FILE = REPO_CONFIGS / "prices.yaml"
 
@@ -42,10 +44,10 @@ PRICES_FILE = REPO_CONFIGS / "prices.yaml"
 def load_prices(profile: LMProfile, path: Path | None = None) -> Prices | None:
     """Prices for the profile's model: the profile's own ``prices``, else ``configs/prices.yaml``.
 
-    The local backend costs nothing. Returns None when no price is known."""
+    A free backend (the local model) costs nothing. Returns None when no price is known."""
     if profile.prices is not None:
         return profile.prices
-    if profile.backend == "local":
+    if backend_class(profile).free:
         return Prices()
     path = path or PRICES_FILE
     if not path.exists():

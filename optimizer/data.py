@@ -16,7 +16,6 @@ the source.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import re
@@ -25,31 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DataError
+from .examples import Example, stratified_sample
 from .task import TaskSpec
 
+__all__ = ["SPLIT_ORDER", "Example", "Splits", "crossfit_examples", "load_raw", "make_splits", "proportional_order",
+           "search_splits", "selection_examples", "source_overlap", "to_examples"]
+
 SPLIT_ORDER = ("train", "validation", "test")
-
-
-@dataclass(frozen=True)
-class Example:
-    """One labeled example: input field values, the verbalised output, optional rationale."""
-
-    id: str
-    inputs: dict[str, str]
-    output: str
-    rationale: str | None = None
-
-    def key(self) -> str:
-        """Identity for leakage checks: normalised input text."""
-        text = "\x1f".join(" ".join(str(v).lower().split()) for v in self.inputs.values())
-        return hashlib.sha1(text.encode()).hexdigest()
-
-    def to_dict(self, output_name: str) -> dict[str, str]:
-        d = dict(self.inputs)
-        d[output_name] = self.output
-        if self.rationale:
-            d["reasoning"] = self.rationale
-        return d
 
 
 @dataclass
@@ -338,8 +319,6 @@ def crossfit_examples(train: list[Example], n: int, seed: int, labeled: bool) ->
         return []
     if n >= len(train):
         return list(train)
-    from .selectors import stratified_sample
-
     chosen = {e.id for e in stratified_sample(train, n, random.Random(f"{seed}:crossfit"), labeled)}
     return [e for e in train if e.id in chosen]
 

@@ -7,9 +7,11 @@ The hierarchy, in one place (httpx style)::
     ├── DataError                   data file missing, unreadable, column or label wrong
     ├── MetricError                 unknown metric, or a user metric that raises
     ├── LMError                     an LM backend failed
+    │   ├── LMCallFailed            one call lost after its retries (the trial counts it)
     │   ├── LMConnectionError       endpoint unreachable
     │   └── LMAuthError             credentials refused
-    └── StorageError                study storage cannot be opened
+    ├── StorageError                study storage cannot be opened
+    └── ParityError                 an export does not reproduce the optimizer's prompts or scores
 
 The CLI turns any of these into one line on stderr and exit status 2; the
 library itself never prints. ``str(err)`` is that line.
@@ -58,6 +60,13 @@ class LMError(OptimizerError):
     """An LM backend failed after its retries."""
 
 
+class LMCallFailed(LMError):
+    """One call failed after its retries (rate limit, server error, timeout, dropped or malformed response).
+
+    Not fatal by itself: the Evaluator records the example as failed and the trial
+    is marked failed when too many of its calls fail."""
+
+
 class LMConnectionError(LMError):
     """The endpoint could not be reached."""
 
@@ -72,3 +81,7 @@ class StorageError(OptimizerError):
 
 class BudgetExceeded(OptimizerError):
     """A call, token or cost budget was reached (not a user error; the run stops cleanly)."""
+
+
+class ParityError(OptimizerError):
+    """The exported artifact does not reproduce the optimizer's prompts or scores."""

@@ -40,9 +40,9 @@ from typing import Any, Callable, Iterable, Iterator
 import dspy
 
 from .adapters import get_adapter, parse_response, render_request
-from .data import Example
-from .errors import ConfigError, LMError
-from .lm.base import LMBackend, LMCallFailed, LMRequest, LMResponse
+from .examples import Example
+from .errors import ConfigError, LMCallFailed, LMError
+from .lm.base import LMBackend, LMRequest, LMResponse
 from .metrics import Metric
 from .program import Candidate, demo_dicts, make_signature
 from .plain_client import KnnIndex, input_text
@@ -302,9 +302,6 @@ class Evaluator:
         finally:
             for fut in pending:
                 fut.cancel()
-
-    def iter_outcomes(self, candidate: Candidate, examples: Iterable[Example]) -> Iterator[Outcome]:
-        yield from self.stream(candidate, examples)
 
     def evaluate(self, candidate: Candidate, examples: list[Example],
                  on_outcome: Callable[[Outcome], None] | None = None, *,

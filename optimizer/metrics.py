@@ -5,6 +5,11 @@ onto a fixed label set), ``contains``, ``token_f1``, ``numeric`` (last number,
 GSM8K style), ``regex`` (extract, then any of the above) and ``custom`` (a user
 function ``module:function`` or ``path/to/file.py:function`` called as
 ``fn(example, prediction)`` with DSPy objects, returning a float or bool).
+
+Each is a ``Metric`` subclass registered in ``optimizer.plugins.METRICS`` under
+its ``metric.name``; what it needs from the task file is said by capabilities
+(``needs_labels``, ``needs_pattern``, ``needs_function``, ``compares_text``),
+which the task schema and ``build_metric`` read.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import importlib.util
 import re
 import string
 import sys
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from .errors import MetricError
+from .plugins import METRICS
 from .task import MetricSpec, TaskSpec
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -91,31 +98,132 @@ def map_to_label(pred: str, labels: list[str]) -> str | None:
     return mentioned[0] if len(mentioned) == 1 else None
 
 
-class Metric:
-    """Scores a parsed prediction (dict of output fields) against an Example."""
+class Metric(ABC):
+    """Scores a parsed prediction (dict of output fields) against an Example, in [0, 1].
 
-    def __init__(self, name: str, fn: Callable[[Any, Any], float], output_name: str):
-        self.name = name
-        self._fn = fn
-        self.output_name = output_name
+    Built from the task and its ``metric:`` spec; ``name`` is what summaries show (``exact_match``,
+    ``regex>numeric``, ``custom:module:fn``)."""
+
+    #: the metric scores gold against predicted text (``score_text``): usable as a regex metric's ``then``
+    compares_text: ClassVar[bool] = False
+    #: needs a fixed label set (``metric.labels`` or ``output.labels``)
+    needs_labels: ClassVar[bool] = False
+    #: needs ``metric.pattern`` (a regular expression)
+    needs_pattern: ClassVar[bool] = False
+    #: needs ``metric.function`` (``module:function`` or ``file.py:function``)
+    needs_function: ClassVar[bool] = False
+
+    def __init__(self, task: TaskSpec, spec: MetricSpec):
+        self.name = spec.name
+        self.output_name = task.output.name
+        self.labels = spec.labels or task.label_set
+        if self.needs_labels and not self.labels:
+            raise MetricError(f"{spec.name} needs a fixed label set", file=str(task.path), field="metric.labels",
+                              fix="add output.labels or metric.labels")
+
+    @abstractmethod
+    def __call__(self, example: Any, prediction: dict[str, Any]) -> float:
+        """The score of ``prediction`` for ``example``."""
+
+    def predicted_text(self, prediction: dict[str, Any]) -> str:
+        v = prediction.get(self.output_name)
+        return "" if v is None else str(v)
+
+
+class TextMetric(Metric):
+    """A function of the gold answer and the predicted text (the output field)."""
+
+    compares_text = True
+
+    @abstractmethod
+    def score_text(self, gold: str, pred: str) -> float:
+        """The score of predicted text ``pred`` against the gold answer."""
 
     def __call__(self, example: Any, prediction: dict[str, Any]) -> float:
-        return self._fn(example, prediction)
+        return self.score_text(example.output, self.predicted_text(prediction))
 
 
-_SIMPLE = {"exact_match": exact_match, "contains": contains, "token_f1": token_f1, "numeric": numeric}
+class ExactMatch(TextMetric):
+    def score_text(self, gold: str, pred: str) -> float:
+        return exact_match(gold, pred)
 
 
-def _simple(name: str, labels: list[str] | None, task: TaskSpec) -> Callable[[str, str], float]:
-    if name == "label_accuracy":
-        if not labels:
-            raise MetricError("label_accuracy needs a fixed label set", file=str(task.path), field="metric.labels",
-                              fix="add output.labels or metric.labels")
-        def label_accuracy(gold: str, pred: str) -> float:
-            mapped = map_to_label(pred, labels)
-            return float(mapped is not None and normalize(mapped) == normalize(gold))
-        return label_accuracy
-    return _SIMPLE[name]
+class Contains(TextMetric):
+    def score_text(self, gold: str, pred: str) -> float:
+        return contains(gold, pred)
+
+
+class TokenF1(TextMetric):
+    def score_text(self, gold: str, pred: str) -> float:
+        return token_f1(gold, pred)
+
+
+class Numeric(TextMetric):
+    def score_text(self, gold: str, pred: str) -> float:
+        return numeric(gold, pred)
+
+
+class LabelAccuracy(TextMetric):
+    needs_labels = True
+
+    def score_text(self, gold: str, pred: str) -> float:
+        mapped = map_to_label(pred, self.labels or [])
+        return float(mapped is not None and normalize(mapped) == normalize(gold))
+
+
+class RegexMetric(Metric):
+    """Extract with ``pattern`` (group 1, else the whole match), then score with ``then`` (a text metric)."""
+
+    needs_pattern = True
+
+    def __init__(self, task: TaskSpec, spec: MetricSpec):
+        super().__init__(task, spec)
+        then = spec.then or "exact_match"
+        self.inner = METRICS.get(then)(task, spec.model_copy(update={"name": then}))
+        self.rx = re.compile(spec.pattern or "")
+        self.name = f"regex>{then}"
+
+    def extract(self, text: str) -> str:
+        m = self.rx.search(text)
+        if m is None:
+            return ""
+        return (m.group(1) if m.groups() else m.group(0)).strip()
+
+    def __call__(self, example: Any, prediction: dict[str, Any]) -> float:
+        return self.inner.score_text(example.output, self.extract(self.predicted_text(prediction)))
+
+
+class CustomMetric(Metric):
+    """A user function ``fn(example, prediction)`` on DSPy objects, returning a float or bool (or a dict
+    with ``score``)."""
+
+    needs_function = True
+
+    def __init__(self, task: TaskSpec, spec: MetricSpec):
+        super().__init__(task, spec)
+        self.task_file = str(task.path) if task.path else None
+        self.input_names = task.input_names
+        self.function = spec.function
+        self.fn = load_function(spec.function or "", task.base_dir, task_file=self.task_file)
+        self.name = f"custom:{spec.function}"
+
+    def __call__(self, example: Any, prediction: dict[str, Any]) -> float:
+        import dspy
+
+        ex = dspy.Example(**example.to_dict(self.output_name)).with_inputs(*self.input_names)
+        try:
+            value = self.fn(ex, dspy.Prediction(**prediction))
+        except Exception as exc:
+            raise MetricError(f"custom metric {self.function} raised {type(exc).__name__}: {exc} on example "
+                              f"{example.id}", file=self.task_file, field="metric.function",
+                              fix="make the function return a float or bool for every prediction") from None
+        if isinstance(value, dict) and "score" in value:
+            value = value["score"]
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise MetricError(f"custom metric {self.function} returned {type(value).__name__}, not a number",
+                              file=self.task_file, field="metric.function", fix="return a float or bool") from None
 
 
 def load_function(ref: str, base_dir: Path, *, task_file: str | None = None) -> Callable[..., Any]:
@@ -151,55 +259,8 @@ def load_function(ref: str, base_dir: Path, *, task_file: str | None = None) -> 
     return fn
 
 
+
 def build_metric(task: TaskSpec, spec: MetricSpec | None = None) -> Metric:
+    """The metric the task's ``metric:`` (or ``spec``) names, from ``optimizer.plugins.METRICS``."""
     spec = spec or task.metric
-    out = task.output.name
-    task_file = str(task.path) if task.path else None
-
-    def pred_text(prediction: dict[str, Any]) -> str:
-        v = prediction.get(out)
-        return "" if v is None else str(v)
-
-    if spec.name == "custom":
-        fn = load_function(spec.function or "", task.base_dir, task_file=task_file)
-
-        def custom(example: Any, prediction: dict[str, Any]) -> float:
-            import dspy
-
-            ex = dspy.Example(**example.to_dict(out)).with_inputs(*task.input_names)
-            pred = dspy.Prediction(**prediction)
-            try:
-                value = fn(ex, pred)
-            except Exception as exc:
-                raise MetricError(f"custom metric {spec.function} raised {type(exc).__name__}: {exc} on example "
-                                  f"{example.id}", file=task_file, field="metric.function",
-                                  fix="make the function return a float or bool for every prediction") from None
-            if isinstance(value, dict) and "score" in value:
-                value = value["score"]
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                raise MetricError(f"custom metric {spec.function} returned {type(value).__name__}, not a number",
-                                  file=task_file, field="metric.function",
-                                  fix="return a float or bool") from None
-        return Metric(f"custom:{spec.function}", custom, out)
-
-    if spec.name == "regex":
-        inner = _simple(spec.then or "exact_match", spec.labels or task.label_set, task)
-        rx = re.compile(spec.pattern or "")
-
-        def extract(text: str) -> str:
-            m = rx.search(text)
-            if m is None:
-                return ""
-            return (m.group(1) if m.groups() else m.group(0)).strip()
-
-        def regex_metric(example: Any, prediction: dict[str, Any]) -> float:
-            return inner(example.output, extract(pred_text(prediction)))
-        return Metric(f"regex>{spec.then or 'exact_match'}", regex_metric, out)
-
-    simple = _simple(spec.name, spec.labels or task.label_set, task)
-
-    def builtin(example: Any, prediction: dict[str, Any]) -> float:
-        return simple(example.output, pred_text(prediction))
-    return Metric(spec.name, builtin, out)
+    return METRICS.get(spec.name)(task, spec)

@@ -19,7 +19,7 @@ from typing import Any
 
 import dspy
 
-from .data import Example
+from .examples import Example
 from .task import TaskSpec
 
 

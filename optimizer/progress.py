@@ -29,7 +29,6 @@ class ProgressLine:
         self.trials = 0
         self.trials_done = 0
         self.best: float | None = None
-        self.examples = 0
         self.started = time.perf_counter()
         self.search_started: float | None = None
         self.test_total = 0
@@ -88,10 +87,8 @@ class ProgressLine:
             self.trials_done += 1
             if rec["state"] == "complete" and (self.best is None or rec["score"] > self.best):
                 self.best = rec["score"]
-        elif kind == "example":
-            self.examples += 1
-            if data.get("number", 0) < 0:
-                self.test_done += 1
+        elif kind == "example" and data.get("number", 0) < 0:  # the test report's examples
+            self.test_done += 1
         if self.live is not None:
             self.live.update(self._render())
 

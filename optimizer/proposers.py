@@ -27,8 +27,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data import Example
-from .lm.base import LMBackend, LMCallFailed, LMRequest, Usage
+from .errors import LMCallFailed
+from .examples import Example
+from .lm.base import LMBackend, LMRequest, Usage
+from .plugins import PROPOSERS
 from .task import TaskSpec
 
 
@@ -51,11 +53,33 @@ class Proposal:
 
 
 class InstructionProposer(ABC):
+    """Base of every proposer, registered in ``optimizer.plugins.PROPOSERS``. How a proposer takes part
+    in the instruction pool is said by its capabilities (class attributes), never by its name."""
+
+    #: registry name ("offline", "lm", "reflective")
     name: str = ""
+    #: ``propose`` calls the proposer LM (``ctx.lm``) or the task LM (``ctx.evaluator``); otherwise it
+    #: is a pure function of the task and the seed
+    makes_lm_calls: bool = False
+    #: the pool's order: proposers of a lower rank fill it first (the pool keeps the first of equal texts)
+    pool_rank: int = 0
+    #: the share of the room left in the pool a proposer is asked for: ``room // pool_share`` (at least 1)
+    pool_share: int = 1
 
     @abstractmethod
     def propose(self, ctx: ProposalContext, n: int) -> list[Proposal]:
         """Up to n distinct instructions, deterministic for a given ctx.seed."""
+
+    @classmethod
+    def share(cls, room: int) -> int:
+        """How many instructions to ask for when the pool has ``room`` places left."""
+        return max(1, room // cls.pool_share) if room > 0 else 0
+
+    @classmethod
+    def planned_calls(cls, task: TaskSpec, train: list[Example], n: int) -> list[LMRequest] | None:
+        """The LM requests ``propose(ctx, n)`` makes at most, for a plan's estimate before any call (the
+        first examples stand in for drawn ones); [] for none, None where it is not estimated."""
+        return []
 
 
 def _join(words: list[str], last: str = "or") -> str:
@@ -66,6 +90,7 @@ class OfflineProposer(InstructionProposer):
     """Rule-based mutations of the seed instruction."""
 
     name = "offline"
+    pool_rank = 2  # fills what the LM proposers leave
 
     def operators(self, task: TaskSpec) -> list[Proposal]:
         seed = task.instruction.strip()
@@ -113,11 +138,22 @@ class LMProposer(InstructionProposer):
     """The proposer LM induces an instruction from labeled examples (APE style)."""
 
     name = "lm"
+    makes_lm_calls = True
+    pool_rank = 1
+    pool_share = 2
 
     def __init__(self, examples_per_prompt: int = 5, drafts_per_slot: int = 2, max_tokens: int = 60):
         self.k = examples_per_prompt
         self.drafts = drafts_per_slot
         self.max_tokens = max_tokens
+
+    @classmethod
+    def planned_calls(cls, task: TaskSpec, train: list[Example], n: int) -> list[LMRequest] | None:
+        if n <= 0 or not train:
+            return []
+        prop = cls()
+        meta = LMRequest(prompt=prop._meta_prompt(task, train[: prop.k]), max_tokens=prop.max_tokens)
+        return [meta] * (n * prop.drafts)
 
     def _meta_prompt(self, task: TaskSpec, shots: list[Example]) -> str:
         lines = ["Below are examples of a task, each with its correct answer.", ""]
@@ -187,6 +223,12 @@ class ReflectiveProposer(LMProposer):
     """Reflection on failures plus a scored history (ProTeGi / GEPA / OPRO style)."""
 
     name = "reflective"
+    pool_rank = 0
+    pool_share = 3
+
+    @classmethod
+    def planned_calls(cls, task: TaskSpec, train: list[Example], n: int) -> list[LMRequest] | None:
+        return None  # rounds stop early on probe scores: not estimated (plans leave it out)
 
     def __init__(self, probe: int = 12, demos: int = 4, rounds: int = 2, drafts_per_round: int = 2,
                  failures_shown: int = 3, max_tokens: int = 60):
@@ -274,20 +316,16 @@ class ReflectiveProposer(LMProposer):
         return found
 
 
-PROPOSERS: dict[str, type[InstructionProposer]] = {"offline": OfflineProposer, "lm": LMProposer,
-                                                   "reflective": ReflectiveProposer}
-
-
 def instruction_pool(ctx: ProposalContext, size: int, kinds: list[str]) -> list[Proposal]:
-    """The seed instruction, then LM proposals, then offline operators, up to ``size``."""
+    """The seed instruction, then each proposer's share of the room left in ``pool_rank`` order (LM
+    proposals, then offline operators), up to ``size``."""
     pool = [Proposal(ctx.task.instruction.strip(), "seed")]
-    order = [k for k in ("reflective", "lm", "offline") if k in kinds]
-    for kind in order:
+    for kind in sorted(dict.fromkeys(kinds), key=lambda k: PROPOSERS.get(k).pool_rank):
         room = size - len(pool)
         if room <= 0:
             break
-        want = room if kind == "offline" else max(1, room // (3 if kind == "reflective" else 2))
-        for p in PROPOSERS[kind]().propose(ctx, want):
+        proposer = PROPOSERS.get(kind)
+        for p in proposer().propose(ctx, proposer.share(room)):
             if p.text.strip().lower() not in {q.text.strip().lower() for q in pool}:
                 pool.append(p)
     return pool[:size]

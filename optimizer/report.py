@@ -272,14 +272,27 @@ def _figure(pid: str, png: str, caption: str) -> str:
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the HTML report of a run (default ``RUN_DIR/report.html``); returns its path."""
     run = FinishedRun.open(run_dir, statuses=("finished", "stopped"))
-    s = run.summary
     trials = [t for t in run.trials() if t.get("score") is not None and t.get("state") in ("complete", "pruned")]
     cands = run.read_json("candidates.json", {}) or {}
     preds = run.test_predictions() if (run.path / "test_predictions.jsonl").exists() else []
+    figs, notes = _figures(run, trials, preds)
+    page = _page(run, trials, cands, figs, notes)
+    target = Path(out) if out else run.path / "report.html"
+    if target.exists() and target.is_dir():
+        raise ConfigError(f"{target} is a directory", field="--out", fix="give a file name ending in .html")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+def _figures(run: FinishedRun, trials: list[dict[str, Any]], preds: list[dict[str, Any]]) -> tuple[list[str], str]:
+    """(the plots as <figure> elements, notes on the plots left out)."""
+    s = run.summary
     labels = run.task.label_set
     out_name = run.task.output.name
     best, base = s["best"], s["baseline"]
-
     figs = [_figure("plot-history", plot_history(trials, base.get("val")),
                     "Every trial's validation score in order; pruned trials (raced out by the paired Wilcoxon "
                     "pruner) at the mean of the examples they saw.")]
@@ -307,7 +320,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     else:
         confusion_note += ('<p class="note" id="plot-intervals-na">No test scores: the run stopped before its test '
                            f"phase ({_e(s.get('stopped'))}).</p>")
+    return figs, confusion_note
 
+
+def _trial_rows(trials: list[dict[str, Any]], cands: dict[str, Any], best: dict[str, Any]) -> str:
+    """The per-candidate table's rows: one per trial (the winner and pruned trials marked)."""
     instr = {i["index"]: i for i in cands.get("instructions", [])}
     rows = []
     for t in trials:
@@ -323,20 +340,34 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             f'<td class="num">{_e(p.get("n_demos", 0))}</td><td class="num">{_e(t.get("prompt_words"))}</td>'
             f'<td class="num">{_e(t.get("lm_calls"))}</td><td class="num">{_e(t.get("cache_hits"))}</td>'
             f'<td class="num">{_f(t.get("seconds"), 1)}</td></tr>')
-    pool = "".join(f'<tr><td class="num">{_e(i["index"])}</td><td>{_e(i["origin"])}</td><td>{_e(i["text"])}</td></tr>'
-                   for i in cands.get("instructions", []))
-    imp_line = s.get("improvement") or {}
-    lm = s.get("lm") or {}
-    summary_rows = "".join(
+    return "".join(rows)
+
+
+def _summary_rows(best: dict[str, Any], base: dict[str, Any]) -> str:
+    """The seed prompt and the winner, one row each."""
+    return "".join(
         f'<tr class="{"winner" if k == "best" else ""}"><td>{name}</td><td class="num">{_e(r.get("n_demos"))}</td>'
         f'<td class="num">{_f(r.get("val"))}</td><td class="num">{_f(r.get("test"))}</td>'
         f'<td class="num">{_ci(r.get("test_ci"))}</td>'
         f'<td class="num">{_e(r.get("prompt_words"))}</td><td>{_e(r.get("instruction"))}</td></tr>'
         for k, name, r in (("baseline", "seed prompt", base), ("best", f"winner (trial {best.get('trial')})", best)))
+
+
+def _page(run: FinishedRun, trials: list[dict[str, Any]], cands: dict[str, Any], figs: list[str],
+          confusion_note: str) -> str:
+    """The whole HTML page."""
+    s = run.summary
+    best, base = s["best"], s["baseline"]
+    rows = _trial_rows(trials, cands, best)
+    pool = "".join(f'<tr><td class="num">{_e(i["index"])}</td><td>{_e(i["origin"])}</td><td>{_e(i["text"])}</td></tr>'
+                   for i in cands.get("instructions", []))
+    imp_line = s.get("improvement") or {}
+    lm = s.get("lm") or {}
+    summary_rows = _summary_rows(best, base)
     prompt = (run.path / "prompt.txt").read_text(encoding="utf-8") if (run.path / "prompt.txt").exists() else s.get(
         "prompt", "")
     trials_info = s.get("trials") or {}
-    page = f"""<!DOCTYPE html>
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(s.get('task'))}: optimization report</title>
@@ -364,7 +395,7 @@ p = {_f(imp_line.get('p_value'), 4)} (paired bootstrap on {_e((s.get('splits') o
 <h2>Trials (per-candidate table)</h2>
 <table id="candidates-table"><tr><th>trial</th><th>state</th><th>val score</th><th>examples</th>
 <th>instruction</th><th>instruction text</th><th>demo set</th><th>demos</th><th>prompt words</th><th>LM calls</th>
-<th>cache hits</th><th>s</th></tr>{''.join(rows)}</table>
+<th>cache hits</th><th>s</th></tr>{rows}</table>
 
 <h2>Instruction pool</h2>
 <table id="instruction-pool"><tr><th>#</th><th>origin</th><th>text</th></tr>{pool}</table>
@@ -376,11 +407,3 @@ p = {_f(imp_line.get('p_value'), 4)} (paired bootstrap on {_e((s.get('splits') o
 <script>{SCRIPT}</script>
 </body></html>
 """
-    target = Path(out) if out else run.path / "report.html"
-    if target.exists() and target.is_dir():
-        raise ConfigError(f"{target} is a directory", field="--out", fix="give a file name ending in .html")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(target)
-    return target

@@ -23,6 +23,8 @@ command again opens it, takes the lock (a second process on the same directory
 is refused; the lock dies with its process, SIGKILL included) and continues.
 A directory that holds another run, or files that are not a run, is refused
 before anything in it is touched.
+
+``BenchDir`` is the same contract for a bench directory (``optimize bench``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -73,21 +76,14 @@ def find_resumable(root: Path, task_name: str, fp: str) -> Path | None:
 
 
 class RunDir:
+    #: whether the lock file holds the pid of the process working in the directory
+    lock_records_pid = True
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.meta: dict[str, Any] = {}
         self.resumed = False
         self._lock_fd: int | None = None
-
-    @classmethod
-    def create(cls, path: Path | str) -> "RunDir":
-        p = Path(path)
-        if p.exists() and not p.is_dir():
-            raise ConfigError(f"{p} exists and is not a directory", field="--out", fix="choose another --out")
-        p.mkdir(parents=True, exist_ok=True)
-        rd = cls(p)
-        rd.write_json("status.json", {"status": "running"})
-        return rd
 
     @classmethod
     def check(cls, path: Path | str, fp: str) -> bool:
@@ -122,10 +118,16 @@ class RunDir:
         rd.meta = {**meta, "fingerprint": fp, "worker": old.get("worker") or uuid.uuid4().hex,
                    "creator": bool(old.get("creator"))}
         rd.write_json("run.json", rd.meta)
-        rd.write_json("status.json", {"status": "running"})
+        rd.write_status("running")
         return rd
 
+    def _busy(self) -> ConfigError:
+        """The refusal when another process holds the directory's lock."""
+        return ConfigError(f"{self.path} is in use by another optimize process", field="--out",
+                           fix="wait for that process to end, or choose another --out")
+
     def _lock(self) -> None:
+        """Hold the directory for this process (flock; released when the process ends, SIGKILL included)."""
         import fcntl
 
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -133,10 +135,10 @@ class RunDir:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise ConfigError(f"{self.path} is in use by another optimize process", field="--out",
-                              fix="wait for that process to end, or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+            raise self._busy() from None
+        if self.lock_records_pid:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
     def release(self) -> None:
@@ -171,6 +173,10 @@ class RunDir:
 
     def write_json(self, name: str, data: Any) -> None:
         self._atomic(name, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        """status.json: running / failed / interrupted / stopped / finished, plus ``extra`` fields."""
+        self.write_json("status.json", {"status": status, **extra})
 
     def append_trial(self, record: dict[str, Any]) -> None:
         with open(self.path / "trials.jsonl", "a", encoding="utf-8") as fh:
@@ -215,5 +221,107 @@ class RunDir:
                                     ensure_ascii=False))
         self._atomic(name, "\n".join(lines) + "\n")
 
-    def read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text(encoding="utf-8"))
+
+class BenchDir(RunDir):
+    """A bench directory (``optimize bench``): the same contract as a run directory (one bench per
+    directory, known by its fingerprint; the same command resumes it; a second process is refused).
+
+    Files::
+
+        bench.json     configuration and fingerprint while running; configuration and results once finished
+        results.jsonl  one line per call, appended as it goes (what a resume reads back)
+        table.md       the results table (markdown), table.csv the same as CSV
+        status.json    running / failed / finished, on one line
+        .lock          held (flock) by the process working in the directory
+    """
+
+    lock_records_pid = False
+
+    @classmethod
+    def open(cls, path: Path | str, fp: str, meta: dict[str, Any]) -> "BenchDir":
+        """Create or reopen the bench directory, take its lock and mark it running.
+
+        ``meta`` (the bench's configuration) gets its fingerprint and the time the bench first started,
+        and is written to bench.json. A directory that holds another bench, or files that are not a
+        bench, is refused before anything in it is touched.
+        """
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{p} exists and is not a directory", field="--out", fix="choose another --out")
+        p.mkdir(parents=True, exist_ok=True)
+        bd = cls(p)
+        prev = bd._previous(fp)
+        bd._lock()
+        try:
+            meta["fingerprint"] = fp
+            meta["started_at"] = (prev.get("config") or {}).get("started_at") or round(time.time(), 3)
+            bd.meta = meta
+            bd.write_json("bench.json", {"config": meta, "fingerprint": fp, "status": "running"})
+            bd.write_status("running")
+        except BaseException:
+            bd.release()
+            raise
+        return bd
+
+    def _previous(self, fp: str) -> dict[str, Any]:
+        """The bench.json already in the directory ({} when none); raise when it is another bench's."""
+        old = self.path / "bench.json"
+        prev: dict[str, Any] = {}
+        if old.exists():
+            try:
+                prev = json.loads(old.read_text(encoding="utf-8"))
+            except ValueError:
+                prev = {}
+            if prev.get("fingerprint") not in (None, fp):
+                raise ConfigError("the bench directory holds a different bench (candidates, split, examples or LM "
+                                  "differ)", file=str(self.path), field="--out",
+                                  fix="choose another --out or delete that directory")
+        elif any(self.path.iterdir()):
+            raise ConfigError("the directory is not empty and holds no bench", file=str(self.path), field="--out",
+                              fix="choose a new --out (or an empty directory); nothing in it was changed")
+        return prev
+
+    def _busy(self) -> ConfigError:
+        return ConfigError("the bench directory is in use by another process", file=str(self.path), field="--out",
+                           fix="wait for that bench to end, or choose another --out")
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        self.write_text("status.json", json.dumps({"status": status, **extra}) + "\n")
+
+    @property
+    def results_file(self) -> Path:
+        return self.path / "results.jsonl"
+
+    def read_results(self) -> tuple[dict[tuple[str, str, int], dict[str, Any]], dict[str, list[float]]]:
+        """The calls results.jsonl holds: (candidate key, example id, repeat) -> record, and the timed
+        latencies per candidate key (uncached calls and the extra timing calls)."""
+        done: dict[tuple[str, str, int], dict[str, Any]] = {}
+        timing: dict[str, list[float]] = {}
+        if not self.results_file.exists():
+            return done, timing
+        for line in self.results_file.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash: that call is made again
+            if rec.get("timing"):
+                timing.setdefault(rec["candidate"], []).append(rec["latency_s"])
+            else:
+                done[(rec["candidate"], rec["example"], rec["repeat"])] = rec
+                if rec.get("latency_s") is not None:
+                    timing.setdefault(rec["candidate"], []).append(rec["latency_s"])
+        return done, timing
+
+    def open_results(self) -> IO[str]:
+        """results.jsonl, open for appending (the caller closes it)."""
+        results_file = self.results_file
+        if results_file.exists() and results_file.stat().st_size:
+            with open(results_file, "rb") as raw:
+                raw.seek(-1, os.SEEK_END)
+                cut = raw.read(1) != b"\n"
+            if cut:  # a line cut short by a crash: end it, so the next record starts on its own line
+                with open(results_file, "a", encoding="utf-8") as tail:
+                    tail.write("\n")
+        return open(results_file, "a", encoding="utf-8")

@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 
-DEFAULT_DIR = Path("experiments") / "runs"
 _STAMP = re.compile(r"(\d{8}-\d{6})$")
 
 
@@ -113,8 +112,9 @@ def _bench_entry(d: Path) -> dict[str, Any]:
             "wall_seconds": doc.get("wall_seconds")}
 
 
-def list_runs(root: str | Path = DEFAULT_DIR, *, benches: bool = True) -> list[dict[str, Any]]:
-    """Entries for every run (and bench) directory directly under ``root``, newest first."""
+def list_runs(root: str | Path, *, benches: bool = True) -> list[dict[str, Any]]:
+    """Entries for every run (and bench) directory directly under ``root``, newest first. (No default
+    folder: the command line chooses it, ``optimizer.cli.RUNS_DIR``.)"""
     root = Path(root)
     if not root.is_dir():
         return []

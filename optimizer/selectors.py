@@ -24,7 +24,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data import Example
+from .examples import Example, interleave, label_groups, round_robin, stratified_sample
+from .plugins import SELECTORS
 
 
 @dataclass
@@ -38,55 +39,34 @@ class SelectionContext:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def _label_groups(examples: list[Example], rng: random.Random) -> tuple[list[str], dict[str, list[Example]]]:
-    """Examples grouped by label, labels and members shuffled."""
-    groups: dict[str, list[Example]] = defaultdict(list)
-    for e in examples:
-        groups[e.output].append(e)
-    keys = sorted(groups)
-    rng.shuffle(keys)
-    for k in keys:
-        rng.shuffle(groups[k])
-    return keys, groups
-
-
-def _round_robin(keys: list[str], groups: dict[str, list[Example]], limit: int) -> list[Example]:
-    out: list[Example] = []
-    while len(out) < limit and any(groups[k] for k in keys):
-        for k in keys:
-            if groups[k] and len(out) < limit:
-                out.append(groups[k].pop())
-    return out
-
-
-def interleave(examples: list[Example], rng: random.Random, by_label: bool) -> list[Example]:
-    """Order so that every prefix is as label-balanced as possible."""
-    if not by_label:
-        out = list(examples)
-        rng.shuffle(out)
-        return out
-    keys, groups = _label_groups(examples, rng)
-    return _round_robin(keys, groups, len(examples))
-
-
-def stratified_sample(pool: list[Example], size: int, rng: random.Random, by_label: bool) -> list[Example]:
-    if not by_label:
-        return rng.sample(pool, min(size, len(pool)))
-    return interleave(pool, rng, True)[:size] if len(pool) <= size else interleave(
-        _balanced_draw(pool, size, rng), rng, True)
-
-
-def _balanced_draw(pool: list[Example], size: int, rng: random.Random) -> list[Example]:
-    keys, groups = _label_groups(pool, rng)
-    return _round_robin(keys, groups, size)
-
-
 class DemoSelector(ABC):
+    """Base of every selector, registered in ``optimizer.plugins.SELECTORS``. What a selector does, for
+    the pool and the search, is said by its capabilities (class attributes), never by its name."""
+
+    #: registry name ("random", "bootstrap", ...)
     name: str = ""
+    #: ``select`` runs the task LM (through ``ctx.evaluator``): ``demo_pool`` reserves its sets as
+    #: placeholders that ``fill_pool`` fills after the trials that need none of them; the other
+    #: selectors are pure functions of the training data and the seed
+    makes_lm_calls: bool = False
+    #: ``select`` returns one pool, not demo sets: a trial with ``n_demos = k`` gives each input its k
+    #: nearest pool examples, retrieved at call time (``Candidate.knn``); the pool may exceed ``size``
+    per_input: bool = False
 
     @abstractmethod
     def select(self, ctx: SelectionContext, n_sets: int, size: int) -> list[list[Example]]:
         """n_sets ordered demo sets of at most `size` examples, deterministic for ctx.seed."""
+
+    @classmethod
+    def planned_runs(cls, ctx: SelectionContext, size: int) -> list[tuple[Any, Example]]:
+        """The (``Candidate``, example) runs of the task LM that ``select`` makes at most, for a plan's
+        estimate before any call (the first examples stand in for drawn ones); none for data-only ones."""
+        return []
+
+    @classmethod
+    def planned_calls(cls, ctx: SelectionContext, size: int) -> int:
+        """The LM calls ``select`` makes at most (a budget reserves them before it runs)."""
+        return len(cls.planned_runs(ctx, size))
 
 
 class RandomSelector(DemoSelector):
@@ -100,10 +80,18 @@ class RandomSelector(DemoSelector):
 
 class BootstrapSelector(DemoSelector):
     name = "bootstrap"
+    makes_lm_calls = True
 
     @staticmethod
     def teacher_size(size: int) -> int:
         return max(1, min(4, size))
+
+    @classmethod
+    def planned_runs(cls, ctx: SelectionContext, size: int) -> list[tuple[Any, Example]]:
+        from .program import Candidate
+
+        teacher = Candidate(ctx.instruction, tuple(ctx.train[: cls.teacher_size(size)]), {})
+        return [(teacher, ex) for ex in ctx.train[len(teacher.demos):][: ctx.budget]]
 
     @classmethod
     def planned_calls(cls, ctx: SelectionContext, size: int) -> int:
@@ -175,6 +163,7 @@ class KnnSelector(DemoSelector):
     """One pool of labeled examples for per-input retrieval."""
 
     name = "knn"
+    per_input = True
 
     def __init__(self, pool: int = 200):
         self.pool = pool
@@ -186,19 +175,12 @@ class KnnSelector(DemoSelector):
         if len(ctx.train) <= self.pool:
             return [list(ctx.train)]
         if ctx.labels:
-            keys, groups = _label_groups(ctx.train, rng)
-            chosen = _round_robin(keys, groups, self.pool)
+            keys, groups = label_groups(ctx.train, rng)
+            chosen = round_robin(keys, groups, self.pool)
         else:
             chosen = rng.sample(ctx.train, self.pool)
         order = {e.id: i for i, e in enumerate(ctx.train)}
         return [sorted(chosen, key=lambda e: order[e.id])]
-
-
-SELECTORS: dict[str, type[DemoSelector]] = {"random": RandomSelector, "bootstrap": BootstrapSelector,
-                                            "diverse": DiverseSelector, "knn": KnnSelector}
-
-
-LM_SELECTORS = frozenset({"bootstrap"})  # selectors that make LM calls (the rest are pure functions of the data)
 
 
 def demo_pool(ctx: SelectionContext, n_sets: int, size: int, kinds: list[str], *,
@@ -215,10 +197,11 @@ def demo_pool(ctx: SelectionContext, n_sets: int, size: int, kinds: list[str], *
     share = {k: n_sets // len(kinds) + (1 if i < n_sets % len(kinds) else 0) for i, k in enumerate(kinds)}
     out: list[tuple[str, list[Example]]] = []
     for kind in kinds:
-        if kind in LM_SELECTORS:
+        selector = SELECTORS.get(kind)
+        if selector.makes_lm_calls:
             out += [(kind, [])] * share[kind]
         else:
-            out += [(kind, s) for s in SELECTORS[kind]().select(ctx, share[kind], size) if s]
+            out += [(kind, s) for s in selector().select(ctx, share[kind], size) if s]
     missing = n_sets - len(out)
     if missing > 0:
         out += [("random", s) for s in _spare_sets(ctx, missing, size)]
@@ -243,7 +226,7 @@ def fill_pool(ctx: SelectionContext, pool: list[tuple[str, list[Example]]], size
     taken = {tuple(e.id for e in s) for _, s in out if s}
     for kind in dict.fromkeys(out[i][0] for i in holes):
         mine = [i for i in holes if out[i][0] == kind]
-        for i, s in zip(mine, [s for s in SELECTORS[kind]().select(ctx, len(mine), size) if s]):
+        for i, s in zip(mine, [s for s in SELECTORS.get(kind)().select(ctx, len(mine), size) if s]):
             if tuple(e.id for e in s) not in taken:
                 out[i] = (kind, s)
                 taken.add(tuple(e.id for e in s))

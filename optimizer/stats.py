@@ -14,9 +14,6 @@ class Interval:
     high: float
     n: int
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {"mean": round(self.mean, 6), "low": round(self.low, 6), "high": round(self.high, 6), "n": self.n}
-
     def overlaps(self, other: "Interval") -> bool:
         return not (self.high < other.low or other.high < self.low)
 

@@ -9,18 +9,20 @@ file, the dotted field and a fix. ``include:`` merges shared defaults first
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .configfile import REPO_CONFIGS, read_yaml, registered, validation_error_to_config_error
 from .errors import ConfigError
+from .plugins import METRICS, PROPOSERS, SELECTORS
 
-DATA_FORMATS = ("json", "jsonl", "csv", "tsv", "parquet", "lines")
-METRIC_NAMES = ("exact_match", "label_accuracy", "contains", "token_f1", "numeric", "regex", "custom")
+SelectorName = registered(SELECTORS)
+ProposerName = registered(PROPOSERS)
+MetricName = registered(METRICS)
+TextMetricName = registered(METRICS, lambda cls: cls.compares_text)  # scores gold against predicted text
 
 
 class _Strict(BaseModel):
@@ -117,23 +119,26 @@ class SplitsSpec(_Strict):
 
 
 class MetricSpec(_Strict):
-    name: Literal["exact_match", "label_accuracy", "contains", "token_f1", "numeric", "regex", "custom"]
+    name: MetricName
     pattern: str | None = None  # regex metric: extraction pattern
-    then: Literal["exact_match", "label_accuracy", "contains", "token_f1", "numeric"] | None = None
+    # regex metric: how the extracted text is scored (a metric of gold and predicted text)
+    then: TextMetricName | None = None
     function: str | None = None  # custom: "module:function" or "path/to/file.py:function"
     labels: list[str] | None = None  # label_accuracy: the fixed label set (default: output.labels)
 
     @model_validator(mode="after")
     def _needs(self) -> "MetricSpec":
-        if self.name == "regex":
+        """What the metric's capabilities ask of the spec (``needs_pattern``, ``needs_function``)."""
+        metric = METRICS.get(self.name)
+        if metric.needs_pattern:
             if not self.pattern:
-                raise ValueError("metric `regex` needs `pattern`")
+                raise ValueError(f"metric `{self.name}` needs `pattern`")
             try:
                 re.compile(self.pattern)
             except re.error as exc:
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
-        if self.name == "custom" and not self.function:
-            raise ValueError("metric `custom` needs `function: module:function` or `file.py:function`")
+        if metric.needs_function and not self.function:
+            raise ValueError(f"metric `{self.name}` needs `function: module:function` or `file.py:function`")
         return self
 
 
@@ -144,10 +149,10 @@ class OptimizerSpec(_Strict):
     seed: int = 0
     max_demos: int = Field(default=8, ge=0, le=32)
     demo_sets: int = Field(default=12, ge=1)  # candidate demo sets over all selectors
-    selectors: list[Literal["random", "bootstrap", "diverse", "knn"]] = Field(
+    selectors: list[SelectorName] = Field(
         default_factory=lambda: ["random", "bootstrap", "diverse"])
     instructions: int = Field(default=6, ge=1)  # instruction pool size, seed included
-    proposers: list[Literal["offline", "lm", "reflective"]] = Field(default_factory=lambda: ["offline", "lm"])
+    proposers: list[ProposerName] = Field(default_factory=lambda: ["offline", "lm"])
     proposer_lm: str | None = None  # LM profile for the proposer; defaults to the task LM
     bootstrap_examples: int = Field(default=48, ge=0)  # train examples run to find bootstrapped demos
     prune: bool = True  # paired Wilcoxon racing of trials on validation examples
@@ -274,29 +279,6 @@ class TaskSpec(_Strict):
 
 # --------------------------------------------------------------------- loading
 
-def _read_yaml(path: Path, *, what: str = "task file") -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError(f"{what} not found", file=str(path), fix="check the path")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError("file is not UTF-8 text", file=str(path), fix="save it as UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"malformed YAML: {problem}", file=str(path), field=where,
-                          fix="correct the YAML syntax at that position") from None
-    if data is None:
-        raise ConfigError("file is empty", file=str(path), fix=f"write a {what} mapping")
-    if not isinstance(data, dict):
-        raise ConfigError(f"top level must be a mapping, got {type(data).__name__}", file=str(path),
-                          fix="start the file with `key: value` lines")
-    return data
-
-
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
@@ -311,7 +293,7 @@ def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ConfigError("include cycle", file=str(path), field="include", fix="remove the circular include")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     includes = data.get("include")
     if includes is None:
         return data
@@ -344,56 +326,6 @@ def _anchor_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
-def _model_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The allowed keys at `loc` (for 'did you mean' suggestions)."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int) or current is None:
-            continue
-        field = getattr(current, "model_fields", {}).get(str(part))
-        if field is None:
-            return []
-        ann = field.annotation
-        current = None
-        for cand in getattr(ann, "__args__", ()) + (ann,):
-            inner = getattr(cand, "__args__", ())
-            for c in (cand,) + tuple(inner):
-                if isinstance(c, type) and issubclass(c, BaseModel):
-                    current = c
-                    break
-            if current is not None:
-                break
-    if current is None:
-        return []
-    return [f.alias or name for name, f in current.model_fields.items() if not name.startswith("_")]
-
-
-def validation_error_to_config_error(exc: ValidationError, file: str, model: type[BaseModel]) -> ConfigError:
-    """The first pydantic error as one ConfigError with file, dotted field and fix."""
-    errors = exc.errors()
-    # a typo shows up as an unknown key *and* a missing one: the unknown key is the cause
-    err = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
-    loc = tuple(err.get("loc", ()))
-    field = ".".join(str(p) for p in loc) or None
-    kind = err.get("type", "")
-    msg = err.get("msg", "invalid value")
-    if kind == "extra_forbidden":
-        allowed = _model_fields(model, loc)
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1) if allowed else []
-        fix = f"did you mean `{close[0]}`?" if close else (
-            f"remove it; allowed keys here: {', '.join(allowed)}" if allowed else "remove it")
-        return ConfigError("unknown key", file=file, field=field, fix=fix)
-    if kind == "missing":
-        return ConfigError("required key is missing", file=file, field=field, fix="add it")
-    if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        return ConfigError(f"invalid value {err.get('input')!r}", file=file, field=field,
-                           fix=f"use one of {expected}")
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    return ConfigError(msg, file=file, field=field, fix="see the task file reference in README.md")
-
-
 def load_task(path: str | Path) -> TaskSpec:
     """Read, merge includes, and validate a task file. Raises ConfigError."""
     path = Path(path)
@@ -420,8 +352,6 @@ def task_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, nam
 def apply_preset(task: TaskSpec, ref: str) -> TaskSpec:
     """The task with an optimizer preset applied: ``configs/optimizer/NAME.yaml`` (or a path) holds
     ``optimizer:`` settings that replace the task file's (the keys it gives; the rest stay)."""
-    from .lm.profiles import REPO_CONFIGS
-
     candidates = [Path(ref)] if ref.endswith((".yaml", ".yml")) or "/" in ref else [
         d / f"{ref}{ext}" for d in (Path.cwd() / "configs" / "optimizer", task.base_dir / "configs" / "optimizer",
                                    REPO_CONFIGS / "optimizer") for ext in (".yaml", ".yml")]
@@ -431,7 +361,7 @@ def apply_preset(task: TaskSpec, ref: str) -> TaskSpec:
                         if d.exists() for p in d.glob("*.y*ml")})
         raise ConfigError(f"unknown optimizer preset {ref!r}", field="--preset",
                           fix=f"use one of {', '.join(known) or '(none found)'} or a path to a preset YAML")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     body = data.get("optimizer") if isinstance(data, dict) else None
     if not isinstance(body, dict) or set(data) - {"optimizer", "description"}:
         raise ConfigError("a preset is a mapping with one `optimizer:` block (and an optional `description:`)",

@@ -1,6 +1,7 @@
-"""The comparison harness's bookkeeping (experiments/compare.py): the call trajectory of a run
-directory, when it reaches MIPROv2 light's validation score, and the per-method table over seeds.
-The harness's rows themselves come from real runs (experiments/results/compare/)."""
+"""The comparison harness's bookkeeping (experiments/compare.py, its tables in experiments/compare_tables.py):
+the call trajectory of a run directory, when it reaches MIPROv2 light's validation score, and the per-method
+table over seeds. The harness's rows themselves come from real runs (experiments/results/compare/); the
+runner that writes them is tested in tests/test_experiments_runner.py."""
 
 import importlib.util
 import json
@@ -120,3 +121,10 @@ def test_majority_row_is_the_training_label_prior_scored_by_the_task_metric(comp
     table = compare.aggregate([row, *({**row, "method": m, "test": t} for m, t in
                                       (("seed", 0.3), ("mipro_light", 0.5), ("ours@small-model", 0.6)))])
     assert f"| bbh_navigate | 1 | {row['test']:.3f} | 0.300 [" in compare.verdict(table)
+
+
+def test_ours_at_preset_finds_user_and_ablation_presets(compare):
+    assert compare.preset_path("small-model") == ROOT / "configs/optimizer/small-model.yaml"
+    assert compare.preset_path("small-model-halving") == ROOT / "experiments/presets/small-model-halving.yaml"
+    with pytest.raises(SystemExit, match="unknown preset 'no-such'"):
+        compare.preset_path("no-such")

@@ -609,20 +609,40 @@ def test_preset_replaces_only_the_keys_it_names(tmp_path):
 
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs/optimizer"
+ABLATIONS = Path(__file__).resolve().parents[1] / "experiments/presets"
+USER_PRESETS = ("fast", "small-model", "small-model-crossfit-both")
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.yaml")))
-def test_every_shipped_preset_applies_by_name(preset):
+def _check_preset(ref, path):
     import yaml
 
-    keys = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text())["optimizer"]
+    keys = yaml.safe_load(path.read_text())["optimizer"]
     task = sst2_task(trials=5)
-    t2 = apply_preset(task, preset)
+    t2 = apply_preset(task, ref)
     for key, value in keys.items():
         assert getattr(t2.optimizer, key) == value, key
     for name in type(task.optimizer).model_fields:
         if name not in keys:
             assert getattr(t2.optimizer, name) == getattr(task.optimizer, name), name
+
+
+def test_the_user_presets_are_three_each_described_in_one_sentence():
+    import yaml
+
+    assert sorted(p.stem for p in PRESETS.glob("*.y*ml")) == sorted(USER_PRESETS)
+    for name in USER_PRESETS:
+        desc = " ".join(yaml.safe_load((PRESETS / f"{name}.yaml").read_text())["description"].split())
+        assert desc.endswith(".") and ". " not in desc, name
+
+
+@pytest.mark.parametrize("preset", USER_PRESETS)
+def test_every_user_preset_applies_by_name(preset):
+    _check_preset(preset, PRESETS / f"{preset}.yaml")
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in ABLATIONS.glob("*.yaml")))
+def test_every_ablation_preset_applies_by_path(preset):
+    _check_preset(str(ABLATIONS / preset), ABLATIONS / preset)
 
 
 class _Writer(ScriptedBackend):

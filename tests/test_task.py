@@ -154,3 +154,60 @@ def test_included_paths_are_relative_to_the_included_file(tmp_path):
     spec = load_task(other / "task.yaml")
     assert spec.splits.test.limit == 7 and spec.splits.train.limit == 200
     assert Path(spec.dataset.files["train"]).is_absolute() and Path(spec.dataset.files["train"]).exists()
+
+
+# ---------------------------------------------------------------- registries: the names the schema takes
+
+def test_registry_is_lazy_ordered_and_names_the_known_ones_when_asked_for_another():
+    from optimizer.lm.base import LMBackend
+    from optimizer.registry import Registry
+
+    reg = Registry("LM backend", field="backend", base=LMBackend)
+    reg.register("zeta", "optimizer.lm._openai:OpenAIBackend")
+    reg.register("alpha", "optimizer.lm._local:LocalBackend")
+    assert reg.names() == ("zeta", "alpha") and "zeta" in reg and len(reg) == 2  # registration order
+    assert reg.expected() == "'zeta' or 'alpha'"
+    assert reg.get("alpha").__name__ == "LocalBackend" and reg.get("alpha") is reg.get("alpha")
+    with pytest.raises(ConfigError, match=r"backend: unknown LM backend 'beta' \(fix: use one of zeta, alpha\)"):
+        reg.get("beta")
+    with pytest.raises(ValueError, match="registered already"):
+        reg.register("alpha", "optimizer.lm._local:LocalBackend")
+    reg.register("wrong", "optimizer.selectors:RandomSelector")
+    with pytest.raises(TypeError, match="not a LMBackend"):
+        reg.get("wrong")
+    reg.unregister("wrong")
+    assert reg.names() == ("zeta", "alpha")
+
+
+def test_schema_takes_exactly_the_registered_names():
+    from optimizer.plugins import METRICS, PROPOSERS, SELECTORS
+
+    assert SELECTORS.names() == ("random", "bootstrap", "diverse", "knn")
+    assert PROPOSERS.names() == ("offline", "lm", "reflective")
+    assert METRICS.names() == ("exact_match", "label_accuracy", "contains", "token_f1", "numeric", "regex", "custom")
+    data = yaml.safe_load(SST2)
+    data["optimizer"]["selectors"] = list(SELECTORS.names())
+    data["optimizer"]["proposers"] = list(PROPOSERS.names())
+    from optimizer.task import task_from_dict
+
+    spec = task_from_dict(data, base_dir=ROOT / "tasks/sst2")
+    assert spec.optimizer.selectors == list(SELECTORS.names()) and spec.optimizer.proposers == list(PROPOSERS.names())
+    data["optimizer"]["selectors"] = ["random", "Random"]
+    with pytest.raises(ConfigError, match=r"optimizer\.selectors\.1: invalid value 'Random' \(fix: use one of 'random', "
+                                          r"'bootstrap', 'diverse' or 'knn'\)"):
+        task_from_dict(data)
+
+
+def test_registries_import_implementations_only_when_asked():
+    """Validating a task imports no selector or proposer; a backend's class (its capabilities) loads no llama.cpp."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from optimizer.task import load_task; load_task(sys.argv[1]); "
+            "print(sorted(m for m in ('optimizer.selectors', 'optimizer.proposers', 'llama_cpp') if m in sys.modules)); "
+            "from optimizer.lm import backend_class, load_profile; print(backend_class(load_profile('local')).free, "
+            "'llama_cpp' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT / "tasks/sst2/task.yaml")], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["[]", "True False"]

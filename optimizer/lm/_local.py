@@ -13,6 +13,8 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+from types import MappingProxyType
+from typing import Callable
 
 from ..errors import ConfigError, LMError
 from .base import LMBackend, LMRequest, LMResponse
@@ -55,6 +57,22 @@ def _silence_llama_logs() -> None:
 
 class LocalBackend(LMBackend):
     name = "local"
+    free = True
+    # llama.cpp's server applies repeat_penalty 1.1 by default; this backend decodes with 1.0
+    export_extra_body = MappingProxyType({"repeat_penalty": 1.0})
+
+    @classmethod
+    def token_counter(cls, profile: LMProfile) -> Callable[[str], int] | None:
+        """llama.cpp's count (BOS + text, special tokens parsed) from the GGUF's vocabulary only, no weights."""
+        try:
+            from llama_cpp import Llama
+
+            _silence_llama_logs()
+            vocab = Llama(model_path=str(profile.model_path or embedded_model_path()), vocab_only=True,
+                          verbose=False)
+        except Exception:
+            return None
+        return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True))
 
     def __init__(self, profile: LMProfile, cache: ResponseCache | None = None):
         super().__init__(profile, cache)

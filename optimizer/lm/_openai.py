@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ConfigError, LMAuthError, LMConnectionError, LMError
-from .base import LMBackend, LMCallFailed, LMRequest, LMResponse, RetryableError, parse_retry_after
+from ..errors import ConfigError, LMAuthError, LMCallFailed, LMConnectionError, LMError
+from .base import LMBackend, LMRequest, LMResponse, RetryableError, parse_retry_after
 from .cache import ResponseCache
 from .profiles import LMProfile
 
@@ -29,6 +29,17 @@ def _scrub(text: str, secret: str | None) -> str:
 class OpenAIBackend(LMBackend):
     name = "openai"
     concurrent = True
+    serves_openai_api = True
+
+    @classmethod
+    def default_adapter(cls, profile: LMProfile) -> str:
+        return "chat" if profile.api == "chat" else "completion"
+
+    @classmethod
+    def check_profile(cls, profile: LMProfile, file: str | None) -> None:
+        if not profile.base_url:
+            raise ConfigError("an openai profile needs base_url", file=file, field="base_url",
+                              fix="set base_url, e.g. http://127.0.0.1:8080/v1")
 
     def __init__(self, profile: LMProfile, cache: ResponseCache | None = None):
         super().__init__(profile, cache)

@@ -7,8 +7,8 @@ thread safety of the counters, the retry loop with exponential back-off that
 honours ``Retry-After``, an adaptive concurrency limit (AIMD: halved on 429s
 and timeouts, grown back one step per window of successes) and the budget
 check before every paid call. Implementations live in private modules
-(``_local``, ``_openai``) and are registered in ``optimizer.lm.BACKENDS``;
-``tests/test_lm_conformance.py`` runs the same checks on each.
+(``_local``, ``_openai``) and are registered in ``optimizer.plugins.BACKENDS``;
+``tests/test_conformance_backends.py`` runs the same checks on each.
 
 A backend whose calls may overlap (a remote endpoint) sets ``concurrent = True``;
 the Evaluator then submits a candidate's examples to a bounded thread pool of
@@ -31,10 +31,11 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Protocol
 
-from ..errors import LMError
+from ..errors import LMCallFailed, LMError  # noqa: F401 - LMCallFailed is imported from here too
 from .cache import ResponseCache
 from .profiles import LMProfile
 
@@ -111,13 +112,6 @@ class Usage:
 
     def to_dict(self) -> dict[str, int]:
         return {**asdict(self), "paid_calls": self.paid_calls}
-
-
-class LMCallFailed(LMError):
-    """One call failed after its retries (rate limit, server error, timeout, dropped or malformed response).
-
-    Not fatal by itself: the Evaluator records the example as failed and the trial
-    is marked failed when too many of its calls fail."""
 
 
 class RetryableError(Exception):
@@ -229,7 +223,11 @@ class BudgetHook(Protocol):
 
 
 class LMBackend(ABC):
-    """Base of every backend. Subclasses implement ``_generate`` and ``model_id``."""
+    """Base of every backend. Subclasses implement ``_generate`` and ``model_id``.
+
+    What a backend is, for the rest of the engine, is said by the class attributes and
+    classmethods below (capabilities), read without an instance through
+    ``optimizer.lm.backend_class(profile)``; nothing compares backend names."""
 
     #: registry name ("local", "openai")
     name: str = ""
@@ -237,6 +235,29 @@ class LMBackend(ABC):
     concurrent: bool = False
     #: default bound of the Evaluator's pool for a concurrent backend
     default_concurrency: int = 8
+    #: calls cost nothing (a model run in-process): budgets price them at zero
+    free: bool = False
+    #: the profile names an OpenAI-compatible endpoint (``base_url``, ``api``, ``api_key_env``) that
+    #: exports and parity checks can send the optimized prompt to
+    serves_openai_api: bool = False
+    #: request fields an export adds (the OpenAI client's ``extra_body``) so that an OpenAI-compatible
+    #: server decodes as this backend did (read-only: copy before changing)
+    export_extra_body: Mapping[str, Any] = MappingProxyType({})
+
+    @classmethod
+    def default_adapter(cls, profile: LMProfile) -> str:
+        """How prompts are sent when the profile does not say (``completion`` or ``chat``)."""
+        return "completion"
+
+    @classmethod
+    def check_profile(cls, profile: LMProfile, file: str | None) -> None:  # noqa: B027 - optional hook
+        """Raise ConfigError (naming ``file``) when a profile read from a file lacks what this backend needs."""
+
+    @classmethod
+    def token_counter(cls, profile: LMProfile) -> Callable[[str], int] | None:
+        """A function counting a completion prompt's tokens as the served model does (BOS included), when the
+        tokenizer is at hand without a call; None when it is not."""
+        return None
 
     def __init__(self, profile: LMProfile, cache: ResponseCache | None = None):
         self.profile = profile

@@ -11,9 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..configfile import REPO_CONFIGS, registered, validation_error_to_config_error
 from ..errors import ConfigError
+from ..plugins import BACKENDS
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+BackendName = registered(BACKENDS)  # a name in optimizer.plugins.BACKENDS
 
 
 class Prices(BaseModel):
@@ -26,7 +28,7 @@ class LMProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "local"
-    backend: Literal["local", "openai"] = "local"
+    backend: BackendName = "local"
     model: str = "gemma3-270m-q4_k_m"
     adapter: Literal["completion", "chat"] | None = None  # default: completion for base models / completions API
     # local (llama.cpp)
@@ -51,9 +53,7 @@ class LMProfile(BaseModel):
     def resolved_adapter(self) -> str:
         if self.adapter:
             return self.adapter
-        if self.backend == "openai" and self.api == "chat":
-            return "chat"
-        return "completion"
+        return BACKENDS.get(self.backend).default_adapter(self)
 
     def public_dict(self) -> dict:
         """What may be written to run directories and exports (no secrets, by construction)."""
@@ -109,11 +109,7 @@ def load_profile(ref: str, *, base_dirs: list[Path] | None = None) -> LMProfile:
     try:
         prof = LMProfile.model_validate(data)
     except ValidationError as exc:
-        from ..task import validation_error_to_config_error
-
         raise validation_error_to_config_error(exc, str(path), LMProfile) from None
     prof.source = str(path)
-    if prof.backend == "openai" and not prof.base_url:
-        raise ConfigError("an openai profile needs base_url", file=str(path), field="base_url",
-                          fix="set base_url, e.g. http://127.0.0.1:8080/v1")
+    BACKENDS.get(prof.backend).check_profile(prof, str(path))
     return prof

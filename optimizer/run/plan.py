@@ -1,0 +1,77 @@
+"""The dry run (``optimize --dry-run``): what a run would spend, projected without a single LM call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..budget import cost_of, estimate_tokens, load_prices
+from ..data import search_splits, selection_examples
+from ..program import Candidate
+from ..plugins import PROPOSERS, SELECTORS
+from ..selectors import SelectionContext
+from ..task import TaskSpec
+from .inputs import check_metric, make_evaluator, resolve_lm
+from .options import RunOptions, check_options
+
+
+def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
+    """What a run would spend, projected without a single LM call: calls and tokens per phase (upper
+    bounds: no pruning, cold cache), and the cost where prices are known."""
+    opts = options or RunOptions()
+    seed = task.optimizer.seed if opts.seed is None else opts.seed
+    n_trials = opts.trials or task.optimizer.trials
+    limits = check_options(opts, n_trials)
+    splits = search_splits(task)
+    profile = opts.backend.profile if opts.backend is not None else resolve_lm(task, opts.lm)
+    prices = load_prices(profile)
+    evaluator = make_evaluator(task, profile, None)  # renders prompts; never calls
+    check_metric(evaluator, splits)
+    max_demos = task.optimizer.max_demos
+    k = (max_demos + 1) // 2  # n_demos is drawn from 0..max_demos
+    demos = tuple(splits.train[:k])
+
+    def tokens(cand: Candidate, examples: list) -> int:
+        total = 0
+        for ex in examples:
+            req = evaluator.request(cand, ex.inputs)
+            total += estimate_tokens(req)[0]
+        return total
+
+    rows: dict[str, dict[str, Any]] = {}
+    inst = task.optimizer.instructions
+    asks = [r for k in dict.fromkeys(task.optimizer.proposers)  # as if each proposer filled the pool first
+            for r in PROPOSERS.get(k).planned_calls(task, splits.train, PROPOSERS.get(k).share(inst - 1)) or ()]
+    rows["proposer"] = {"calls": len(asks), "prompt_tokens": sum(estimate_tokens(r)[0] for r in asks),
+                        "completion_tokens": sum(r.max_tokens for r in asks)}
+    mt = evaluator.max_tokens
+    sctx = SelectionContext(splits.train, seed, instruction=task.instruction,
+                            budget=task.optimizer.bootstrap_examples)
+    runs = [r for k in dict.fromkeys(task.optimizer.selectors) if max_demos
+            for r in SELECTORS.get(k).planned_runs(sctx, max_demos)]
+    rows["bootstrap"] = {"calls": len(runs), "prompt_tokens": sum(tokens(c, [ex]) for c, ex in runs),
+                         "completion_tokens": len(runs) * mt}
+    typical = Candidate(task.instruction, demos, {})
+    seed_c = Candidate(task.instruction, (), {})
+    scored = selection_examples(task, splits, seed)
+    rows["search"] = {"calls": n_trials * len(scored), "prompt_tokens": n_trials * tokens(typical, scored),
+                      "completion_tokens": n_trials * len(scored) * mt}
+    if opts.search_calls is not None:  # the search stops at the cap
+        room = max(0, opts.search_calls - rows["proposer"]["calls"] - rows["bootstrap"]["calls"])
+        if room < rows["search"]["calls"]:
+            f = room / max(1, rows["search"]["calls"])
+            rows["search"] = {k: int(v * f) for k, v in rows["search"].items()}
+    # seed prompt and winner on test, and the seed prompt on validation for the report (a cache hit when
+    # the seed trial ran complete with generated answers)
+    n_report = 2 * len(splits.test) + len(splits.validation)
+    rows["test"] = {"calls": n_report, "completion_tokens": n_report * mt,
+                    "prompt_tokens": tokens(seed_c, splits.test) + tokens(typical, splits.test)
+                    + tokens(seed_c, splits.validation)}
+    total = {key: sum(r[key] for r in rows.values()) for key in ("calls", "prompt_tokens", "completion_tokens")}
+    for r in list(rows.values()) + [total]:
+        r["cost"] = round(cost_of(prices, r["prompt_tokens"], r["completion_tokens"]), 6) if prices else None
+    return {"task": task.task, "lm": profile.name, "model": profile.model, "backend": profile.backend,
+            "seed": seed, "trials": n_trials, "splits": splits.sizes(), "phases": rows, "total": total,
+            "prices": prices.model_dump() if prices else None,
+            "limits": {k2: v for k2, v in vars(limits).items() if v is not None},
+            "notes": "upper bounds: every trial sees every validation (and cross-fitted) example (pruning lowers this) and no "
+                     "response is cached yet; tokens are estimated from characters (about 3 per token)"}

@@ -1,0 +1,108 @@
+"""Phase 2, the candidate space: instruction pool (proposers) x demo pool (selectors, the bootstrap teacher).
+
+The study's creator builds it and publishes it in the study; every other worker, and every resumed
+process, reads it from there, so all of them search the same space."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from ..errors import BudgetExceeded
+from ..lm.base import Usage
+from ..proposers import ProposalContext, instruction_pool
+from ..search import (ATTR, SearchSpace, check_setup, ensure_slots, make_sampler, publish_setup, setup_startup,
+                      space_of, startup_trials, study_setup, wait_setup)
+from ..plugins import SELECTORS
+from ..selectors import SelectionContext, demo_pool, fill_pool
+from .context import RunContext
+from .inputs import data_fingerprint
+from .trials import run_early_slots
+
+
+def candidate_space(ctx: RunContext) -> None:
+    """Build the space (the creator) or wait for it; then fix the study's trials and sampler from it."""
+    task, study, splits = ctx.task, ctx.study, ctx.splits
+    data_id = data_fingerprint(splits)
+    ctx.setup = study_setup(study)
+    if ctx.setup is None and ctx.run.meta.get("creator"):
+        build_space(ctx, data_id)
+    elif ctx.setup is None:
+        ctx.setup = wait_setup(study, timeout=ctx.opts.setup_timeout, on_event=ctx.emit)
+    check_setup(ctx.setup, task=task.task, seed=ctx.seed, data=data_id)
+    if ctx.space is None:
+        ctx.space = space_of(study, splits.train)
+    if ctx.n_trials > int(ctx.setup["n_trials"]):  # a larger --trials extends the study
+        ctx.setup = {**ctx.setup, "n_trials": ctx.n_trials}
+        study.set_user_attr(ATTR + "setup", ctx.setup)
+        ensure_slots(study, ctx.space, ctx.n_trials)
+    ctx.n_trials = int(ctx.setup["n_trials"])
+    study.sampler = make_sampler(ctx.seed, setup_startup(ctx.setup, ctx.n_trials))  # what the creator fixed
+    if ctx.notes or not (ctx.run.path / "candidates.json").exists():
+        ctx.run.write_json("candidates.json", {**ctx.space.describe(), **ctx.notes})
+
+
+def build_space(ctx: RunContext, data_id: str) -> None:
+    """The creator's part: propose instructions, select demo sets, run the start trials that need no
+    bootstrapped set, let the bootstrap teacher fill the rest of the pool, and publish the space."""
+    task, opts, phases = ctx.task, ctx.opts, ctx.phases
+    pool, pctx = propose_instructions(ctx)
+
+    ctx.emit("phase", name="demos")
+    sctx = SelectionContext(ctx.splits.train, ctx.seed, labels=task.label_set, evaluator=ctx.evaluator,
+                            instruction=task.instruction, budget=task.optimizer.bootstrap_examples)
+    max_demos = task.optimizer.max_demos
+    # the pool with placeholders for the bootstrap teacher's sets, which need LM calls
+    demos = demo_pool(sctx, task.optimizer.demo_sets, max_demos, task.optimizer.selectors,
+                      later=True) if max_demos else []
+    space = ctx.space = SearchSpace([(p.text, p.origin) for p in pool], demos, max_demos,
+                                    ctx.scorings, task.optimizer.demo_orders, task.optimizer.start,
+                                    task.optimizer.start_demos, task.optimizer.readouts != "searched")
+    proposer_calls = sum(phases[k]["calls"] for k in ("proposer", "probe"))
+    # the start trials need no bootstrapped set: with the run's own storage they run first, so the
+    # first incumbent is scored that many calls sooner (the trials and the pool are the same)
+    early = space.early_slots() if ctx.exclusive and any(not exs for _, exs in demos) else 0
+    startup = task.optimizer.startup_trials or startup_trials(ctx.n_trials)
+    if early:
+        reserve = sum(SELECTORS.get(k).planned_calls(sctx, max_demos)  # the teacher still runs after them
+                      for k in dict.fromkeys(task.optimizer.selectors))
+        run_early_slots(ctx, early, startup, None if opts.search_calls is None
+                        else max(0, opts.search_calls - proposer_calls - reserve))
+    fixed = [space.fixed_params(k) for k in range(early)]
+    u0 = ctx.backend.usage
+    space.demo_sets = fill_pool(sctx, demos, max_demos)
+    phases["bootstrap"] = (ctx.backend.usage - u0).to_dict()
+    if [space.fixed_params(k) for k in range(early)] != fixed:
+        raise RuntimeError("an early slot's candidate changed when the demo pool was filled")
+    ctx.notes = {"proposer_notes": pctx.notes, "selector_notes": sctx.notes}
+    ctx.setup = {"task": task.task, "seed": ctx.seed, "data": data_id, "n_trials": ctx.n_trials,
+                 "validation": len(ctx.splits.validation), "optimizer_version": __version__,
+                 "setup_calls": proposer_calls + phases["bootstrap"]["calls"],
+                 # slots that ran before the bootstrap teacher (their calls are the search's)
+                 "bootstrap_after_slots": early,
+                 # fixed for every worker and every resumed process
+                 "startup_trials": startup}
+    publish_setup(ctx.study, space, ctx.setup)
+
+
+def propose_instructions(ctx: RunContext) -> tuple[list[Any], ProposalContext]:
+    """The instruction pool; the proposer's LM use (and the reflective probes', which ran the task prompt)
+    goes to the summary's phases."""
+    ctx.emit("phase", name="instructions")
+    proposer, budget = ctx.proposer_backend, ctx.budget
+    u0 = proposer.usage
+    pctx = ProposalContext(ctx.task, ctx.splits.train, ctx.seed, proposer,
+                           chat=ctx.proposer_profile.resolved_adapter == "chat", evaluator=ctx.evaluator,
+                           scoring=ctx.scorings[0])
+    pool = instruction_pool(pctx, ctx.task.optimizer.instructions, ctx.task.optimizer.proposers)
+    probe = pctx.notes.pop("probe_usage", None)
+    proposer_used = proposer.usage - u0
+    if probe and proposer is ctx.backend:  # the reflective probes ran the task prompt: task-LM calls
+        proposer_used = proposer_used - Usage(**{k: v for k, v in probe.items() if k != "paid_calls"})
+    ctx.phases["proposer"] = proposer_used.to_dict()
+    if probe:
+        ctx.phases["probe"] = probe
+    if budget.tripped:  # the proposer swallows LM errors: do not publish a pool cut short by the budget
+        raise BudgetExceeded(budget.tripped, field=budget.tripped.split()[0],
+                             fix="raise the budget and run the same command again to continue")
+    return pool, pctx

@@ -1,0 +1,56 @@
+"""Phase 3, the search: Optuna trials over the candidate space, scored on the validation split (and the
+cross-fitted training examples); ``optimizer.search.Search`` scores a trial, this module runs them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..program import Candidate
+from ..search import Search, balanced_weights, ensure_slots, make_sampler
+from .context import RunContext
+from .inputs import finished_trials
+
+
+def make_search(ctx: RunContext, call_cap: int | None) -> Search:
+    task, splits, run = ctx.task, ctx.splits, ctx.run
+    return Search(ctx.study, ctx.space, ctx.evaluator, ctx.selection, seed=ctx.seed, on_event=ctx.emit,
+                  trial_log=run.append_trial, exclusive=ctx.exclusive, worker_id=run.meta["worker"],
+                  max_failure_rate=ctx.opts.max_failure_rate, grace=ctx.opts.grace,
+                  shared_order=task.optimizer.racing == "halving", stratify=bool(task.label_set),
+                  readout_after=min(task.optimizer.min_examples, len(splits.validation)),
+                  weights=balanced_weights(ctx.selection) if task.objective == "balanced" else None,
+                  n_validation=len(splits.validation), call_cap=call_cap)
+
+
+def run_early_slots(ctx: RunContext, early: int, startup: int, call_cap: int | None) -> None:
+    """The start trials that need no bootstrapped set, run before the bootstrap teacher (their calls are the
+    search's): with the run's own storage the first incumbent is scored that many calls sooner."""
+    ctx.study.sampler = make_sampler(ctx.seed, startup)
+    ensure_slots(ctx.study, ctx.space, early)
+    ctx.search = make_search(ctx, call_cap)
+    u0 = ctx.backend.usage
+    try:
+        ctx.search.run()
+    finally:
+        ctx.early_search = ctx.backend.usage - u0
+        ctx.phases["search"] = ctx.early_search.to_dict()
+
+
+def run_search(ctx: RunContext) -> tuple[Any, Candidate]:
+    """Run the study's trials (those left after a resume or by other workers) and return the winner:
+    its trial and its candidate."""
+    splits, opts = ctx.splits, ctx.opts
+    ctx.emit("phase", name="search", trials=ctx.n_trials, validation=len(splits.validation),
+             done=finished_trials(ctx.study))
+    ctx.search = make_search(ctx, None if opts.search_calls is None
+                             else max(0, opts.search_calls - int(ctx.setup.get("setup_calls", 0))))
+    u0 = ctx.backend.usage
+    try:
+        ctx.search.run()
+    finally:
+        ctx.phases["search"] = (ctx.backend.usage - u0 + ctx.early_search).to_dict()
+        try:
+            ctx.run.write_trials(ctx.search.records())
+        except Exception:  # the storage itself failed: keep the live trials.jsonl, raise the first error
+            pass
+    return ctx.search.best(ctx.task.optimizer.pick)
