@@ -11,6 +11,20 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+#: fixtures that reach a real resource (the embedded model, a llama.cpp server, a real run built on the
+#: model); a test that uses one, directly or through another fixture, is marked ``integration``
+REAL_FIXTURES = {"model_path", "llama_server", "sst2_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Unit tests run on the scripted backend or the canned loopback server; every test that uses a
+    real-resource fixture is an integration test (``pytest -m "not integration"`` leaves it out).
+    Tests that reach a real resource without such a fixture (PostgreSQL, Redis, Chromium, the model
+    through ``run_cli`` or ``create_backend``) carry ``pytest.mark.integration`` themselves."""
+    for item in items:
+        if REAL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture
 def cache_dir(tmp_path):

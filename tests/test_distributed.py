@@ -71,6 +71,7 @@ def check_study(study, trials, summaries):
     return workers
 
 
+@pytest.mark.integration  # a real PostgreSQL server
 def test_four_processes_share_one_postgresql_study(tmp_path, canned):
     name = f"test-pg-{uuid.uuid4().hex[:10]}"
     storage = open_storage(PG)
@@ -113,6 +114,7 @@ def run_threads(tmp_path, url, study_name, trials, n=2):
     return [results[i] for i in range(n)]
 
 
+@pytest.mark.integration  # a real Redis server
 def test_workers_share_a_redis_journal(tmp_path):
     import redis
 

@@ -1,4 +1,4 @@
-"""The search logic end to end with a scripted LM (fast); the real model is in test_e2e.py."""
+"""The search logic end to end with a scripted LM (fast); the real model is in test_optimize_end_to_end.py."""
 
 import json
 

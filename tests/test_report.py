@@ -28,6 +28,7 @@ def sha(p):
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
+@pytest.mark.integration  # headless Chromium, on a run of the embedded model
 @needs_chromium
 def test_report_is_self_contained_and_renders_every_plot_in_chromium(sst2_run, tmp_path):
     db = sst2_run.run / "study.db"

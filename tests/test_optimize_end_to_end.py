@@ -3,10 +3,13 @@
 import json
 
 import dspy
+import pytest
 
 from conftest import ROOT, run_cli
 from optimizer.program import build_program
 from optimizer.task import load_task
+
+pytestmark = pytest.mark.integration  # the embedded model through the CLI
 
 
 def small_sst2(tmp_path):

@@ -1,7 +1,7 @@
 """The search levers of issue 5 on the scripted backend (fast logic tests): label-likelihood scoring and
 contextual calibration, per-input kNN demos, demo order, the Pareto front and the shortest-within-interval
 pick, the search call cap, presets and the reflective proposer. The real-model proofs are in
-test_levers_real.py."""
+test_search_levers_real_model.py."""
 
 import collections
 import json

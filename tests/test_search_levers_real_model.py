@@ -20,6 +20,8 @@ from optimizer.runread import FinishedRun
 from optimizer.search import balanced_weights, open_storage
 from optimizer.task import load_task
 
+pytestmark = pytest.mark.integration  # the embedded model (and a llama.cpp server)
+
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):

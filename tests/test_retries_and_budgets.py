@@ -1,5 +1,6 @@
 """Concurrency, retries, budgets, failure accounting and resume logic (fast: scripted model or the canned
-loopback server of tests/faultproxy.py; the real model and server are in test_faults.py and test_resume.py)."""
+loopback server of tests/faultproxy.py; the real model and server are in test_server_faults.py and
+test_interrupt_and_resume.py)."""
 
 import json
 import time

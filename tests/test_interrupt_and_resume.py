@@ -10,6 +10,7 @@ import sys
 import time
 
 import optuna
+import pytest
 import yaml
 
 from conftest import ROOT, run_cli
@@ -37,6 +38,7 @@ def lines(path):
     return path.read_text().splitlines() if path.exists() else []
 
 
+@pytest.mark.integration  # the embedded model (local1.yaml)
 def test_sigkill_mid_trial_then_rerun_equals_uninterrupted(tmp_path):
     task = tiny_sst2(tmp_path)
     run_b, cache_b = tmp_path / "b", tmp_path / "cache-b"

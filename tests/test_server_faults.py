@@ -14,6 +14,8 @@ from optimizer.lm.base import LMCallFailed, LMRequest
 from optimizer.lm.profiles import LMProfile
 from optimizer.program import Candidate
 
+pytestmark = pytest.mark.integration  # the real llama.cpp server
+
 
 def server_backend(url, *, concurrency=4, retries=3, timeout=30.0):
     prof = LMProfile(name="server", backend="openai", base_url=url, model="gemma3-270m", api="completions",
