@@ -11,7 +11,12 @@ The hierarchy, in one place (httpx style)::
     │   ├── LMConnectionError       endpoint unreachable
     │   └── LMAuthError             credentials refused
     ├── StorageError                study storage cannot be opened
+    ├── BudgetExceeded              a call would pass --max-calls, --max-tokens or --max-cost
     └── ParityError                 an export does not reproduce the optimizer's prompts or scores
+
+    RetryableError                  internal: a backend's transient failure, retried by LMBackend;
+                                    never leaves the library (its ``final`` LMError does, once retries
+                                    are spent)
 
 The CLI turns any of these into one line on stderr and exit status 2; the
 library itself never prints. ``str(err)`` is that line.
@@ -85,3 +90,13 @@ class BudgetExceeded(OptimizerError):
 
 class ParityError(OptimizerError):
     """The exported artifact does not reproduce the optimizer's prompts or scores."""
+
+
+class RetryableError(Exception):
+    """Raised by ``_generate`` for a transient failure; ``final`` is raised once retries are spent."""
+
+    def __init__(self, final: LMError, *, kind: str, retry_after: float | None = None):
+        super().__init__(str(final))
+        self.final = final
+        self.kind = kind  # rate_limit | server | timeout | dropped | malformed | connect
+        self.retry_after = retry_after

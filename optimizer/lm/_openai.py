@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ConfigError, LMAuthError, LMCallFailed, LMConnectionError, LMError
-from .base import LMBackend, LMRequest, LMResponse, RetryableError, parse_retry_after
+from ..errors import ConfigError, LMAuthError, LMCallFailed, LMConnectionError, LMError, RetryableError
+from .base import LMBackend, LMRequest, LMResponse, parse_retry_after
 from .cache import ResponseCache
 from .profiles import LMProfile
 

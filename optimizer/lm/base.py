@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Protocol
 
-from ..errors import LMCallFailed, LMError  # noqa: F401 - LMCallFailed is imported from here too
+from ..errors import LMCallFailed, LMError, RetryableError  # noqa: F401 - LMCallFailed is imported from here too
 from .cache import ResponseCache
 from .profiles import LMProfile
 
@@ -112,16 +112,6 @@ class Usage:
 
     def to_dict(self) -> dict[str, int]:
         return {**asdict(self), "paid_calls": self.paid_calls}
-
-
-class RetryableError(Exception):
-    """Raised by ``_generate`` for a transient failure; ``final`` is raised once retries are spent."""
-
-    def __init__(self, final: LMError, *, kind: str, retry_after: float | None = None):
-        super().__init__(str(final))
-        self.final = final
-        self.kind = kind  # rate_limit | server | timeout | dropped | malformed | connect
-        self.retry_after = retry_after
 
 
 def parse_retry_after(headers: Any) -> float | None:
