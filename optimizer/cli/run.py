@@ -103,20 +103,42 @@ def _event_printer(console, progress, quiet: bool) -> Callable[..., None]:
 
 
 def _optimize_until_stopped(task, opts, progress, on_event):
-    """``optimize`` with SIGTERM (``kill PID``) stopping it like Ctrl-C, after writing state."""
+    """``optimize`` with Ctrl-C and SIGTERM (``kill PID``) stopping it after writing state.
+
+    A signal that lands inside a garbage-collection callback or a ``__del__`` is swallowed there (Python
+    prints "Exception ignored" and goes on), so the handler also remembers it, and the next progress event
+    raises it again from an ordinary frame; the swallowed one's message is not printed."""
     import signal
+    import sys
+    import threading
 
     from ..engine import optimize
 
-    def on_term(signum, frame):
+    asked = {"stop": False, "raised_again": False}
+
+    def on_signal(signum, frame):
+        asked["stop"] = True
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    def checked(*args, **kwargs):
+        if asked["stop"] and not asked["raised_again"] and threading.current_thread() is threading.main_thread():
+            asked["raised_again"] = True
+            raise KeyboardInterrupt
+        on_event(*args, **kwargs)
+
+    def unraisable(u, previous_hook=sys.unraisablehook):
+        if not (u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt)):
+            previous_hook(u)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         with progress:
-            return optimize(task, opts, on_event=on_event)
+            return optimize(task, opts, on_event=checked)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def handle(args: argparse.Namespace) -> int:
