@@ -144,3 +144,19 @@ def test_answer_distribution_and_degenerate():
     assert not is_degenerate(["yes"] * 8 + ["no"] * 2)
     assert not is_degenerate([""] * 10)  # no answer is not a collapse onto one answer
     assert not is_degenerate([])
+
+
+def test_table_and_report_say_the_verdict_in_words(tmp_path):
+    from rich.console import Console
+
+    from optimizer.progress import summary_table
+    from optimizer.report import build_report
+
+    s, _ = _run(tmp_path, ConstantBackend)
+    console = Console(record=True, width=200)
+    console.print(summary_table(s))
+    text = console.export_text()
+    assert "verdict: no better than" in text and "always 'positive'" in text
+    html = build_report(tmp_path / "run", tmp_path / "report.html").read_text()
+    assert 'id="verdict"' in html and "no better than" in html and 'id="promotion"' in html
+    assert "always &#x27;positive&#x27;" in html or "always 'positive'" in html
