@@ -134,7 +134,9 @@ def verdict(best_test: list[float], baselines: dict[str, list[float]], names: di
         words = (f"no better than {names[worst]} ({t['winner']:.3f} vs {t['baseline']:.3f} on test, "
                  f"p = {t['p_holm']:.3g})")
     else:
-        words = (f"improved: beats {', '.join(names[k] for k in keys)} on test "
+        named = [names[k] for k in keys]
+        listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+        words = (f"improved: beats {listed} on test "
                  f"(largest Holm p = {t['p_holm']:.3g})")
     return {"status": "no_gain" if lost else "improved", "against": worst, "p": t["p_holm"],
             "words": words, "alpha": ALPHA, "tests": tests}
