@@ -22,7 +22,6 @@ from ..evaluate import Evaluator, answer_distribution, is_degenerate
 from ..examples import Example
 from ..metrics import map_to_label
 from ..program import Candidate
-from ..search import trial_slot
 from ..search.winner import _rank
 from ..stats import bootstrap_ci, holm, paired_test
 from .context import RunContext
@@ -101,7 +100,9 @@ def promote(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
             return t, cand, {"rule": "beats_label_prior", "chosen_trial": t.number, "p": _sig(q),
                              "why": f"{lost}; trial {t.number} is the best non-degenerate one that does "
                                     f"(p = {q:.3g})"}
-    seed_trial = next((t for t in complete if trial_slot(t) == 0), None)
+    # the seed prompt's own trial (instruction 0, no demos; with ``start: demos`` it is not slot 0)
+    seeds = [t for t in complete if t.params.get("instruction") == 0 and t.params.get("n_demos", 0) == 0]
+    seed_trial = max(seeds, key=_rank) if seeds else None
     seed = ctx.space.of_trial(seed_trial) if seed_trial is not None else ctx.space.candidate(0, 0, 0, "generate")
     return seed_trial, seed, {"rule": "seed_fallback",
                               "chosen_trial": seed_trial.number if seed_trial is not None else None,
