@@ -160,3 +160,26 @@ def test_table_and_report_say_the_verdict_in_words(tmp_path):
     html = build_report(tmp_path / "run", tmp_path / "report.html").read_text()
     assert 'id="verdict"' in html and "no better than" in html and 'id="promotion"' in html
     assert "always &#x27;positive&#x27;" in html or "always 'positive'" in html
+
+
+def test_bench_shows_the_label_prior_as_a_row(tmp_path):
+    import yaml
+
+    from conftest import sst2_task
+    from optimizer.bench import BenchOptions, run_bench
+    from optimizer.bench._table import to_markdown
+
+    task = sst2_task()
+    s = make_splits(task)
+    backend = ScriptedBackend({e.inputs["sentence"]: e.output for e in s.train + s.validation + s.test})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"candidates": [{"name": "bare", "instruction": "Label it."}]}))
+    res = run_bench(task, [str(tmp_path / "c.yaml")],
+                    BenchOptions(limit=10, out=tmp_path / "bench", backend=backend, timing_calls=0))
+    prior = res.doc["label_prior"]
+    examples = s.test[:10]
+    assert prior["label"] == max(("negative", "positive"), key=lambda lab: sum(e.output == lab for e in s.train))
+    assert prior["mean"] == pytest.approx(sum(e.output == prior["label"] for e in examples) / 10)
+    ref = [res.doc["candidates"][0]["per_example"][e.id] for e in examples]
+    mine = [float(e.output == prior["label"]) for e in examples]
+    assert prior["vs_reference"]["p_value"] == pytest.approx(mcnemar(ref, mine)["p_value"])
+    assert f"label prior (always '{prior['label']}')" in to_markdown(res.doc)

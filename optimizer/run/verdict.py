@@ -20,7 +20,7 @@ import optuna
 
 from ..evaluate import Evaluator, answer_distribution, is_degenerate
 from ..examples import Example
-from ..metrics import map_to_label
+from ..metrics import majority_label
 from ..program import Candidate
 from ..search.winner import _rank
 from ..stats import bootstrap_ci, holm, paired_test
@@ -38,14 +38,7 @@ def _sig(p: float) -> float:
 def prior_label(ctx: RunContext) -> str | None:
     """The most frequent training label (ties: the label set's order), or None for a task without labels."""
     labels = ctx.task.label_set
-    if not labels:
-        return None
-    counts = {lab: 0 for lab in labels}
-    for ex in ctx.splits.train:
-        lab = map_to_label(str(ex.output), labels)
-        if lab is not None:
-            counts[lab] += 1
-    return max(labels, key=lambda lab: (counts[lab], -labels.index(lab)))
+    return majority_label(labels, ctx.splits.train) if labels else None
 
 
 def prior_scores(evaluator: Evaluator, label: str, examples: list[Example]) -> list[float]:
