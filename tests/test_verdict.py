@@ -76,6 +76,14 @@ def test_truly_better_prompt_is_improved(tmp_path):
     assert all(t["beaten"] for t in s["verdict"]["tests"].values())
     b = s["baselines"]
     assert b["seed"]["test"] == s["baseline"]["test"]
+    # the winner's curse: its optimism, and the top candidates on a confirmation sample selection never used
+    assert s["best"]["optimism"] == pytest.approx(s["best"]["val"] - s["best"]["test"], abs=1e-5)
+    conf = s["confirmation"]
+    assert conf["examples"] > 0 and 1 <= len(conf["candidates"]) <= 4
+    assert [c["trial"] for c in conf["candidates"] if c["winner"]] == [s["best"]["trial"]]
+    win = next(c for c in conf["candidates"] if c["winner"])
+    assert win["confirmation"] > 0.9  # truly better: it stays better on fresh training examples
+    assert s["phases"]["confirmation"]["calls"] <= conf["examples"] * len(conf["candidates"])
     for name in ("seed", "label_prior"):
         assert b[name]["val"] is not None and len(b[name]["test_ci"]) == 2
     if s["best"]["n_demos"]:

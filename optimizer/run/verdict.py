@@ -175,3 +175,29 @@ def honest_fields(ctx: RunContext, held: HeldOut, best: Candidate, answers: dict
     if answers["degenerate"]:
         v["words"] += "; " + degenerate_words(answers["answer_distribution"])
     return {"baselines": baselines, "verdict": v}
+
+
+def confirm(ctx: RunContext, best_trial: Any, best: Candidate) -> dict[str, Any]:
+    """The winner's curse, measured: the top 3 complete candidates (by the search's ranking) and the promoted
+    winner re-scored on a confirmation sample selection never used: training examples outside every demo set
+    and outside what trials were scored on (cross-fitting), as many as the validation split has, each
+    answered without itself among the demos. Reported, not used to promote."""
+    used = {e.id for _, exs in ctx.space.demo_sets for e in exs} | {e.id for e in ctx.search.validation}
+    sample = [e for e in ctx.splits.train if e.id not in used][:len(ctx.splits.validation)]
+    if not sample:
+        return {"examples": 0, "candidates": [], "why": "every training example is in a demo set or was scored by the search"}
+    S = optuna.trial.TrialState
+    complete = sorted((t for t in ctx.study.get_trials(deepcopy=False) if t.state == S.COMPLETE),
+                      key=_rank, reverse=True)
+    chosen = complete[:3] + ([best_trial] if best_trial is not None and best_trial.number
+                             not in {t.number for t in complete[:3]} else [])
+    u0 = ctx.backend.usage
+    rows = []
+    for t in chosen:
+        cand = best if best_trial is not None and t.number == best_trial.number else ctx.space.of_trial(t)
+        ci = bootstrap_ci(score(ctx.evaluator, cand, sample).scores, seed=ctx.seed)
+        rows.append({"trial": t.number, "val": round(t.user_attrs.get("val_mean", t.value), 6),
+                     "confirmation": round(ci.mean, 6), "confirmation_ci": [round(ci.low, 6), round(ci.high, 6)],
+                     "winner": best_trial is not None and t.number == best_trial.number})
+    ctx.phases["confirmation"] = (ctx.backend.usage - u0).to_dict()
+    return {"examples": len(sample), "candidates": rows}
