@@ -43,6 +43,7 @@ from .run.plan import plan
 from .run.space import candidate_space
 from .run.summary import Outcome, best_so_far, write_result
 from .run.trials import run_search
+from .run.verdict import confirm, promote, random_kshot
 from .task import TaskSpec
 
 __all__ = ["RunOptions", "RunResult", "default_run_dir", "make_evaluator", "optimize", "plan", "resolve_lm"]
@@ -72,8 +73,10 @@ def _run(ctx: RunContext) -> RunResult:
         open_study(ctx)
         candidate_space(ctx)
         best_trial, best = run_search(ctx)
+        best_trial, best, promotion = promote(ctx, best_trial, best)
         baseline = ctx.space.candidate(0, 0, 0, "generate")
-        held = score_held_out(ctx, baseline, best)
+        held = score_held_out(ctx, baseline, best, random_kshot(ctx, baseline, best))
+        confirmation = confirm(ctx, best_trial, best)
     except BudgetExceeded as exc:
         ctx.evaluator.close(wait=True)  # calls still in flight finish and are accounted before the summary
         return write_result(ctx, best_so_far(ctx, str(exc.message)))
@@ -83,4 +86,5 @@ def _run(ctx: RunContext) -> RunResult:
     except BaseException:
         ctx.run.write_json("status.json", {"status": "failed", "wall_seconds": ctx.wall_seconds()})
         raise
-    return write_result(ctx, Outcome(baseline, best, best_trial, held=held))
+    return write_result(ctx, Outcome(baseline, best, best_trial, held=held, promotion=promotion,
+                                     confirmation=confirmation))

@@ -43,7 +43,7 @@ from .adapters import get_adapter, parse_response, render_request
 from .examples import Example
 from .errors import ConfigError, LMCallFailed, LMError
 from .lm.base import LMBackend, LMRequest, LMResponse
-from .metrics import Metric
+from .metrics import Metric, map_to_label, normalize
 from .program import Candidate, demo_dicts, make_signature
 from .plain_client import KnnIndex, input_text
 from .scoring import TOP_K, batch_offsets, content_free_inputs, label_logprobs, pick_label
@@ -317,3 +317,28 @@ class Evaluator:
 
     def known(self, candidate: Candidate, example: Example) -> bool:
         return (candidate.key, example.id) in self._memo
+
+    def answer(self, out: Outcome) -> str:
+        """An outcome's parsed answer: the label it names (tasks with labels), else its normalised text;
+        "" for none."""
+        text = "" if out.failed else self.metric.predicted_text(out.prediction)
+        labels = self.task.label_set
+        return (map_to_label(text, labels) or "") if labels else normalize(text)
+
+
+#: one answer on this share of the examples or more: the prompt has collapsed to a constant
+DEGENERATE_SHARE = 0.9
+
+
+def answer_distribution(answers: list[str]) -> dict[str, int]:
+    """Counts of the answers, the most frequent first ("" is no answer)."""
+    counts: dict[str, int] = {}
+    for a in answers:
+        counts[a] = counts.get(a, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def is_degenerate(answers: list[str]) -> bool:
+    """One answer (not "", which is no answer) on ``DEGENERATE_SHARE`` of the examples or more."""
+    top = max((n for a, n in answer_distribution(answers).items() if a), default=0)
+    return bool(answers) and top >= DEGENERATE_SHARE * len(answers)

@@ -98,6 +98,16 @@ def map_to_label(pred: str, labels: list[str]) -> str | None:
     return mentioned[0] if len(mentioned) == 1 else None
 
 
+def majority_label(labels: list[str], examples: Any) -> str:
+    """The most frequent gold label of ``examples`` (ties: the order of ``labels``): the label prior."""
+    counts = {lab: 0 for lab in labels}
+    for ex in examples:
+        lab = map_to_label(str(ex.output), labels)
+        if lab is not None:
+            counts[lab] += 1
+    return max(labels, key=lambda lab: (counts[lab], -labels.index(lab)))
+
+
 class Metric(ABC):
     """Scores a parsed prediction (dict of output fields) against an Example, in [0, 1].
 

@@ -106,8 +106,27 @@ def summary_table(summary: dict[str, Any]) -> Table:
         t.add_row("seed" if name == "baseline" else f"winner (trial {r.get('trial')})", str(r["n_demos"]),
                   f"{r['val']:.3f}", f"{r['test']:.3f}", f"[{r['test_ci'][0]:.3f}, {r['test_ci'][1]:.3f}]",
                   str(r["prompt_words"]))
+    for row in _baseline_rows(summary):
+        t.add_row(*row)
     imp = summary["improvement"]
-    t.caption = (f"test gain {imp['diff']:+.3f} [{imp['low']:+.3f}, {imp['high']:+.3f}], p{'<' if imp['p_value'] <= 0.0005 else '='}{max(imp['p_value'], 0.0005):.4f} · "
+    verdict = summary.get("verdict")
+    t.caption = ((f"verdict: {verdict['words']}\n" if verdict else "") +
+                 f"test gain {imp['diff']:+.3f} [{imp['low']:+.3f}, {imp['high']:+.3f}], p{'<' if imp['p_value'] <= 0.0005 else '='}{max(imp['p_value'], 0.0005):.4f} · "
                  f"LM calls {summary['lm_calls']} (cache hits {summary['cache_hits']}) · "
                  f"{summary['wall_seconds']:.0f} s")
     return t
+
+
+def _baseline_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The trivial baselines beside the seed prompt and the winner: the label prior and the random k-shot
+    prompt (test only: its val is not scored)."""
+    rows = []
+    b = summary.get("baselines") or {}
+    prior, kshot = b.get("label_prior"), b.get("random_kshot")
+    if prior:
+        rows.append((f"always {prior['label']!r}", "0", f"{prior['val']:.3f}", f"{prior['test']:.3f}",
+                     f"[{prior['test_ci'][0]:.3f}, {prior['test_ci'][1]:.3f}]", "-"))
+    if kshot:
+        rows.append((f"seed + {kshot['k']} random demos", str(kshot["k"]), "-", f"{kshot['test']:.3f}",
+                     f"[{kshot['test_ci'][0]:.3f}, {kshot['test_ci'][1]:.3f}]", "-"))
+    return rows

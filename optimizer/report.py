@@ -353,6 +353,33 @@ def _summary_rows(best: dict[str, Any], base: dict[str, Any]) -> str:
         for k, name, r in (("baseline", "seed prompt", base), ("best", f"winner (trial {best.get('trial')})", best)))
 
 
+def _baseline_rows(s: dict[str, Any]) -> str:
+    """The trivial baselines beside them: the label prior and the random k-shot prompt (scored on test only)."""
+    b = s.get("baselines") or {}
+    rows = []
+    for name, r, demos, text in (
+            (f"always {(b.get('label_prior') or {}).get('label')!r}", b.get("label_prior"), 0, "(no LM call)"),
+            (f"seed + {(b.get('random_kshot') or {}).get('k')} random demos", b.get("random_kshot"),
+             (b.get("random_kshot") or {}).get("k"), "the seed instruction")):
+        if r:
+            rows.append(f'<tr class="baseline"><td>{_e(name)}</td><td class="num">{_e(demos)}</td>'
+                        f'<td class="num">{_f(r.get("val"))}</td><td class="num">{_f(r.get("test"))}</td>'
+                        f'<td class="num">{_ci(r.get("test_ci"))}</td><td class="num">—</td><td>{_e(text)}</td></tr>')
+    return "".join(rows)
+
+
+def _verdict_html(s: dict[str, Any]) -> str:
+    """The verdict in words, and how the winner was promoted."""
+    v, promo = s.get("verdict"), s.get("promotion")
+    if not v:
+        return '<p id="verdict" class="note">No verdict: the run has no test report.</p>'
+    out = f'<p id="verdict" class="verdict-{_e(v.get("status"))}"><b>Verdict: {_e(v.get("words"))}</b> ' \
+          f'(paired tests against each baseline on the test split, Holm-corrected, alpha {_e(v.get("alpha"))}).</p>'
+    if promo:
+        out += f'<p id="promotion" class="note">Promotion ({_e(promo.get("rule"))}): {_e(promo.get("why"))}.</p>'
+    return out
+
+
 def _page(run: FinishedRun, trials: list[dict[str, Any]], cands: dict[str, Any], figs: list[str],
           confusion_note: str) -> str:
     """The whole HTML page."""
@@ -363,7 +390,7 @@ def _page(run: FinishedRun, trials: list[dict[str, Any]], cands: dict[str, Any],
                    for i in cands.get("instructions", []))
     imp_line = s.get("improvement") or {}
     lm = s.get("lm") or {}
-    summary_rows = _summary_rows(best, base)
+    summary_rows = _summary_rows(best, base) + _baseline_rows(s)
     prompt = (run.path / "prompt.txt").read_text(encoding="utf-8") if (run.path / "prompt.txt").exists() else s.get(
         "prompt", "")
     trials_info = s.get("trials") or {}
@@ -387,6 +414,7 @@ def _page(run: FinishedRun, trials: list[dict[str, Any]], cands: dict[str, Any],
 <th>prompt words</th><th>instruction</th></tr>{summary_rows}</table>
 <p>Paired test gain {_f(imp_line.get('diff'))} [{_f(imp_line.get('low'))}, {_f(imp_line.get('high'))}],
 p = {_f(imp_line.get('p_value'), 4)} (paired bootstrap on {_e((s.get('splits') or {}).get('test'))} test examples).</p>
+{_verdict_html(s)}
 
 <h2>Plots</h2>
 {''.join(figs)}

@@ -311,12 +311,19 @@ def test_balanced_objective_ranks_a_collapsed_prompt_below_one_that_tells_labels
     assert s["objective"] == "mean" and s["best"]["n_demos"] == 0  # accuracy prefers the collapsed prompt
     assert recs[1]["score"] == pytest.approx(m / n) and recs[0]["score"] == pytest.approx((n - m + 1) / n)
     assert "metric_mean" not in recs[0]
+    assert s["promotion"]["rule"] == "seed_fallback"  # it does not beat the label prior either (issue 25)
     s, recs, n, m = run("balanced")
-    assert s["objective"] == "balanced" and s["best"]["n_demos"] == 2
+    assert s["objective"] == "balanced"
     assert recs[1]["score"] == pytest.approx(0.5) and recs[1]["metric_mean"] == pytest.approx(m / n)
-    assert recs[0]["score"] == pytest.approx((1 + 1 / m) / 2) == s["best"]["objective_val"]
-    # what is reported (and compared with other methods) is the plain validation accuracy
-    assert recs[0]["metric_mean"] == pytest.approx((n - m + 1) / n) == s["best"]["val"]
+    assert recs[0]["score"] == pytest.approx((1 + 1 / m) / 2)  # the balanced objective ranks the demo prompt first
+    assert recs[0]["metric_mean"] == pytest.approx((n - m + 1) / n)
+    # but it answers the minority label almost everywhere: degenerate, and no better than always answering the
+    # majority label on validation, so the run keeps the seed prompt and says why (issue 25)
+    assert recs[0]["degenerate"] is True and recs[1]["degenerate"] is True
+    assert s["promotion"]["rule"] == "seed_fallback"
+    assert f"trial {recs[0]['trial']} (the best validation score)" in s["promotion"]["why"]
+    assert s["best"]["n_demos"] == 0 and s["best"]["val"] == pytest.approx(m / n)
+    assert s["verdict"]["status"] == "no_gain"
     # without a label set the objective is the mean
     task = sst2_task(objective="balanced")
     task.output.labels = None
@@ -334,7 +341,13 @@ def test_a_balanced_tie_between_collapsed_prompts_goes_to_the_higher_plain_mean(
     res = optimize(task, RunOptions(out=tmp_path / "run", backend=backend, seed=0))
     recs = {r["slot"]: r for r in map(json.loads, (tmp_path / "run" / "trials.jsonl").read_text().splitlines())}
     assert recs[0]["score"] == recs[1]["score"] == pytest.approx(0.5)
-    assert res.summary["best"]["n_demos"] == 2 and res.summary["best"]["val"] == pytest.approx(m / len(val))
+    # the search's winner is the demo prompt (the higher plain mean) ...
+    promo = res.summary["promotion"]
+    assert f"trial {recs[0]['trial']} (the best validation score)" in promo["why"]
+    # ... which answers the majority label everywhere: no better than the label prior on validation, and the
+    # other one is degenerate too, so the run keeps the seed prompt and says so (issue 25)
+    assert promo["rule"] == "seed_fallback" and res.summary["verdict"]["status"] == "no_gain"
+    assert res.summary["best"]["n_demos"] == 0 and res.summary["best"]["degenerate"] is True
 
 
 def test_start_knn_makes_the_kNN_pool_the_first_incumbent():

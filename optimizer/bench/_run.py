@@ -20,7 +20,7 @@ from ..rendering import SampleEvaluator, renderer
 from ..rundir import BenchDir
 from ..task import TaskSpec
 from ._candidates import BenchCandidate, load_candidates
-from ._summary import summarize
+from ._summary import label_prior_row, summarize
 from ._table import to_csv, to_markdown
 
 SPLITS = ("train", "validation", "test")
@@ -79,6 +79,7 @@ def run_bench(task: TaskSpec, specs: list[str] | list[BenchCandidate], options: 
         resumed = len(done)
         usage, t0 = _score_all(bench, task, profile, candidates, examples, repeats, opts, done, timing, emit)
         doc = summarize(config, candidates, examples, repeats, done, timing, profile, seed=opts.seed)
+        doc["label_prior"] = label_prior_row(task, render_only, splits.train, examples, doc, opts.seed)
         doc.update({"fingerprint": fp, "status": "finished", "notes": notes, "resumed_calls": resumed,
                     "usage": usage, "wall_seconds": round(time.perf_counter() - t0, 3)})
         _write_results(bench, doc)

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..data import Example
 from ..lm.profiles import LMProfile
-from ..stats import bootstrap_ci, mcnemar, paired_bootstrap
+from ..metrics import majority_label
+from ..stats import bootstrap_ci, mcnemar, paired_bootstrap, paired_test
 from ._candidates import BenchCandidate
 
 
@@ -103,3 +104,21 @@ def _rank(rows: list[dict[str, Any]]) -> None:
             rank = pos + 1
             last = rows[i]["mean"]
         rows[i]["rank"] = rank
+
+
+def label_prior_row(task: Any, evaluator: Any, train: list[Example], examples: list[Example], doc: dict[str, Any],
+                    seed: int = 0) -> dict[str, Any] | None:
+    """The label prior beside the candidates (tasks with labels): always answering the most frequent training
+    label, no LM call; its mean, interval and paired difference to the reference. None without labels."""
+    labels = task.label_set
+    if not labels:
+        return None
+    label = majority_label(labels, train)
+    scores = [float(evaluator.metric(ex, {task.output.name: label})) for ex in examples]
+    ci = bootstrap_ci(scores, seed=seed)
+    ref = [doc["candidates"][0]["per_example"][ex.id] for ex in examples]
+    diff = paired_bootstrap(ref, scores, seed=seed)
+    test = paired_test(ref, scores, seed=seed)
+    return {"label": label, "mean": round(ci.mean, 6), "ci": [round(ci.low, 6), round(ci.high, 6)], "n": ci.n,
+            "vs_reference": {"diff": round(diff["diff"], 6), "low": round(diff["low"], 6),
+                             "high": round(diff["high"], 6), "p_value": test["p_value"], "test": test["test"]}}

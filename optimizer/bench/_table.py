@@ -30,6 +30,12 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         body.append([str(c["rank"]), c["name"], str(c["n_demos"]), _f(c["mean"]),
                      f"[{_f(c['ci'][0])}, {_f(c['ci'][1])}]", delta, "—" if vs is None else _p(vs["p_value"]),
                      _f(c["prompt_tokens_per_call"], 1), lat, _f(c["cost_per_1000_calls"], 4)])
+    prior = doc.get("label_prior")
+    if prior:  # the trivial baseline: always the most frequent training label (no LM call, no rank)
+        vs = prior["vs_reference"]
+        body.append(["—", f"label prior (always {prior['label']!r})", "0", _f(prior["mean"]),
+                     f"[{_f(prior['ci'][0])}, {_f(prior['ci'][1])}]",
+                     f"{vs['diff']:+.3f} [{vs['low']:+.3f}, {vs['high']:+.3f}]", _p(vs["p_value"]), "—", "—", "—"])
     return head, body
 
 

@@ -18,7 +18,7 @@ from ..search import Search, SearchSpace
 from ..task import TaskSpec
 from .options import RunOptions
 
-PHASES = ("proposer", "probe", "bootstrap", "search", "test")  # the LM use the summary reports, per phase
+PHASES = ("proposer", "probe", "bootstrap", "search", "test", "confirmation")  # the LM use the summary reports, per phase
 
 
 @dataclass

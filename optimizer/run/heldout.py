@@ -1,5 +1,6 @@
 """Phase 4, the test report: the seed prompt and the winner scored on the validation split and on the
-held-out test split, with 95% bootstrap intervals and a paired bootstrap test of the difference."""
+held-out test split, with 95% bootstrap intervals and a paired bootstrap test of the difference; the
+random k-shot baseline (``verdict.random_kshot``) on the test split."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class HeldOut:
     best_val: EvalResult
     base_test: EvalResult
     best_test: EvalResult
+    kshot_test: EvalResult | None = None  # the random k-shot baseline (test split only), if the winner has demos
 
     def intervals(self, seed: int) -> tuple[Interval, Interval, dict[str, float]]:
         """Test-split intervals of the seed prompt and the winner, and the paired test of winner - seed."""
@@ -27,13 +29,16 @@ class HeldOut:
                 paired_bootstrap(self.base_test.scores, self.best_test.scores, seed=seed))
 
 
-def score_held_out(ctx: RunContext, baseline: Candidate, best: Candidate) -> HeldOut:
+def score_held_out(ctx: RunContext, baseline: Candidate, best: Candidate,
+                   kshot: Candidate | None = None) -> HeldOut:
     splits, evaluator, emit = ctx.splits, ctx.evaluator, ctx.emit
     emit("phase", name="test", examples=len(splits.test))
     u0 = ctx.backend.usage
     held = HeldOut(score(evaluator, baseline, splits.validation), score(evaluator, best, splits.validation),
                    score(evaluator, baseline, splits.test, lambda o: emit("example", number=-1)),
                    score(evaluator, best, splits.test, lambda o: emit("example", number=-2)))
+    if kshot is not None:
+        held.kshot_test = score(evaluator, kshot, splits.test)
     ctx.phases["test"] = (ctx.backend.usage - u0).to_dict()
     return held
 

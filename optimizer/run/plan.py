@@ -62,10 +62,17 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
             rows["search"] = {k: int(v * f) for k, v in rows["search"].items()}
     # seed prompt and winner on test, and the seed prompt on validation for the report (a cache hit when
     # the seed trial ran complete with generated answers)
-    n_report = 2 * len(splits.test) + len(splits.validation)
+    # (issue 25) the random k-shot baseline on test when the winner may have demos
+    kshot = len(splits.test) if demos else 0
+    n_report = 2 * len(splits.test) + len(splits.validation) + kshot
     rows["test"] = {"calls": n_report, "completion_tokens": n_report * mt,
-                    "prompt_tokens": tokens(seed_c, splits.test) + tokens(typical, splits.test)
+                    "prompt_tokens": tokens(seed_c, splits.test) + (2 if kshot else 1) * tokens(typical, splits.test)
                     + tokens(seed_c, splits.validation)}
+    # the top 3 candidates and the winner on a confirmation sample of training examples (at most as many as
+    # the validation split has)
+    n_conf = 4 * min(len(splits.validation), len(splits.train))
+    rows["confirmation"] = {"calls": n_conf, "completion_tokens": n_conf * mt,
+                            "prompt_tokens": 4 * tokens(typical, splits.train[:len(splits.validation)])}
     total = {key: sum(r[key] for r in rows.values()) for key in ("calls", "prompt_tokens", "completion_tokens")}
     for r in list(rows.values()) + [total]:
         r["cost"] = round(cost_of(prices, r["prompt_tokens"], r["completion_tokens"]), 6) if prices else None

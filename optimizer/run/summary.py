@@ -16,6 +16,7 @@ from ..stats import Interval
 from .context import RunContext
 from .heldout import HeldOut
 from .options import RunResult
+from .verdict import answer_fields, honest_fields
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Outcome:
     base_trial: Any = None  # a stopped run's seed trial (slot 0), if complete
     held: HeldOut | None = None
     stopped: str | None = None
+    promotion: dict[str, Any] | None = None  # how the winner was promoted (``verdict.promote``)
+    confirmation: dict[str, Any] | None = None  # the top candidates on a fresh sample (``verdict.confirm``)
 
 
 def best_so_far(ctx: RunContext, reason: str) -> Outcome:
@@ -84,12 +87,21 @@ def summarize(ctx: RunContext, o: Outcome) -> dict[str, Any]:
     if held is None:
         s["baseline"] = describe(ctx, o.baseline, _value(o.base_trial), None, trial_fields(o.base_trial))
         s["best"] = describe(ctx, o.best, _value(o.best_trial), None, trial_fields(o.best_trial))
-        s.update(improvement=None, significant=False)
+        s["best"].update(answer_distribution=None, degenerate=None)
+        s["best"].update(optimism=None)
+        s.update(improvement=None, significant=False, promotion=None, baselines=None, verdict=None,
+                 confirmation=None)
     else:
         base_ci, best_ci, diff = held.intervals(ctx.seed)
         s["baseline"] = describe(ctx, o.baseline, held.base_val.mean, base_ci, {})
         s["best"] = describe(ctx, o.best, held.best_val.mean, best_ci, trial_fields(o.best_trial, objective=True))
+        answers = answer_fields(ctx.evaluator, held)
+        s["best"].update(answers)
         s.update(_search_fields(ctx, diff, significant=(not best_ci.overlaps(base_ci)) and best_ci.mean > base_ci.mean))
+        s["promotion"] = o.promotion
+        s["best"]["optimism"] = round(held.best_val.mean - best_ci.mean, 6)  # the winner's curse: val - test
+        s.update(honest_fields(ctx, held, o.best, answers))
+        s["confirmation"] = o.confirmation
     s.update(usage_fields(usage, ctx.phases, ctx.proposer_backend is ctx.backend))
     if held is not None:
         s["failed_calls"] = sum(r.get("failed_calls", 0) for r in ctx.search.records())

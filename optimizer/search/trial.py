@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol
 import optuna
 
 from ..data import Example
-from ..evaluate import Evaluator
+from ..evaluate import Evaluator, is_degenerate
 from ..lm.base import LMCallFailed
 from ..program import Candidate
 from ..scoring import BATCH, offsets_to_json
@@ -187,6 +187,9 @@ class TrialRun:
                "demo_selector": cand.origin.get("demo_selector"),
                "prompt_words": self.host.evaluator.prompt_tokens(cand)}
         self._side_means(rec, scores)
+        if scores and self._degenerate():
+            rec["degenerate"] = True
+            trial.set_user_attr("degenerate", True)
         if len(self.per) > 1:
             rec["readouts"] = {k: round(sum(v) / len(v), 6) if v else None for k, v in self.per.items()}
             rec["readout"] = self.chosen
@@ -213,6 +216,13 @@ class TrialRun:
             rec["crossfit_examples"] = len(scored) - len(own)
             if own:
                 trial.set_user_attr("val_mean", rec["val_mean"])
+
+    def _degenerate(self) -> bool:
+        """One answer on 90% or more of the validation examples the trial saw (memoised: no LM call)."""
+        host = self.host
+        answers = [host.evaluator.answer(host.evaluator.run_one(self.cand, host.validation[i]))
+                   for i in self.scored if i < host.n_validation]
+        return is_degenerate(answers)
 
     def _annotate(self, rec: dict[str, Any], scores: list[float], mean: float) -> None:
         """The user attributes the study keeps (the winner's ranking and a resume read them)."""

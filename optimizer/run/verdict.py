@@ -1,0 +1,203 @@
+"""Honest verdicts: the trivial baselines a winner must beat, the promotion rule and the run's verdict.
+
+- The **label prior** (tasks with labels): always answering the most frequent training label; no LM call.
+- The **random k-shot** prompt: the seed instruction with k demos drawn once (seeded) from the training
+  split, k the winner's demo count (none when the winner has no demos: it would be the seed prompt).
+- The **seed prompt** (scored by the test report anyway).
+
+Promotion (after the search): the winner must beat the label prior on the validation split by a one-sided
+paired test (p < 0.05); else the best non-degenerate complete candidate that does, else the seed prompt.
+The verdict (after the test report): ``improved`` only when the winner beats every baseline on the test
+split, paired (exact McNemar for 0/1 scores, the paired bootstrap otherwise), Holm-corrected, p < 0.05.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import optuna
+
+from ..evaluate import Evaluator, answer_distribution, is_degenerate
+from ..examples import Example
+from ..metrics import majority_label
+from ..program import Candidate
+from ..search.winner import _rank
+from ..stats import bootstrap_ci, holm, paired_test
+from .context import RunContext
+from .heldout import HeldOut, score
+
+ALPHA = 0.05
+
+
+def _sig(p: float) -> float:
+    """A p-value to 6 significant digits (a tiny exact p stays readable, never rounds to 0)."""
+    return float(f"{p:.6g}")
+
+
+def prior_label(ctx: RunContext) -> str | None:
+    """The most frequent training label (ties: the label set's order), or None for a task without labels."""
+    labels = ctx.task.label_set
+    return majority_label(labels, ctx.splits.train) if labels else None
+
+
+def prior_scores(evaluator: Evaluator, label: str, examples: list[Example]) -> list[float]:
+    """The metric's score of answering ``label`` on each example (no LM call)."""
+    out = evaluator.task.output.name
+    return [float(evaluator.metric(ex, {out: label})) for ex in examples]
+
+
+def random_kshot(ctx: RunContext, seed_prompt: Candidate, best: Candidate) -> Candidate | None:
+    """The seed instruction with k training demos drawn at random (one seeded draw), k the winner's demo
+    count; None when k is 0 (the seed prompt itself)."""
+    k = min(best.knn or len(best.demos), len(ctx.splits.train))
+    if k == 0:
+        return None
+    demos = tuple(random.Random(f"{ctx.seed}:random_kshot").sample(list(ctx.splits.train), k))
+    scoring = best.scoring if best.scoring != "batch" else seed_prompt.scoring
+    return Candidate(seed_prompt.instruction, demos,
+                     {"instruction": 0, "instruction_origin": seed_prompt.origin.get("instruction_origin"),
+                      "demo_selector": "random_kshot", "n_demos": k, "order": 0, "scoring": scoring},
+                     scoring=scoring)
+
+
+def _beats_prior(ctx: RunContext, cand: Candidate, prior_val: list[float]) -> float:
+    """One-sided paired p-value that ``cand`` beats the label prior on the validation split."""
+    scores = score(ctx.evaluator, cand, ctx.splits.validation).scores
+    return float(paired_test(prior_val, scores, one_sided=True, seed=ctx.seed)["p_value"])
+
+
+def promote(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Candidate, dict[str, Any]]:
+    """The promotion rule: the search's winner if it beats the label prior on validation (paired, one-sided,
+    p < 0.05), else the best non-degenerate complete candidate that does, else the seed prompt."""
+    label = prior_label(ctx)
+    if label is None:
+        return best_trial, best, {"rule": "best_val", "chosen_trial": best_trial.number,
+                                  "why": "no label set: no label prior to beat"}
+    prior_val = prior_scores(ctx.evaluator, label, ctx.splits.validation)
+    p = _beats_prior(ctx, best, prior_val)
+    if p < ALPHA:
+        return best_trial, best, {"rule": "beats_label_prior", "chosen_trial": best_trial.number,
+                                  "p": _sig(p), "why": f"the best validation score beats always answering "
+                                                           f"{label} on validation (p = {p:.3g})"}
+    S = optuna.trial.TrialState
+    complete = [t for t in ctx.study.get_trials(deepcopy=False) if t.state == S.COMPLETE]
+    lost = f"trial {best_trial.number} (the best validation score) does not beat always answering {label} " \
+           f"on validation (p = {p:.3g})"
+    for t in sorted(complete, key=_rank, reverse=True):
+        if t.number == best_trial.number or t.user_attrs.get("degenerate"):
+            continue
+        cand = ctx.space.of_trial(t)
+        q = _beats_prior(ctx, cand, prior_val)
+        if q < ALPHA:
+            return t, cand, {"rule": "beats_label_prior", "chosen_trial": t.number, "p": _sig(q),
+                             "why": f"{lost}; trial {t.number} is the best non-degenerate one that does "
+                                    f"(p = {q:.3g})"}
+    # the seed prompt's own trial (instruction 0, no demos; with ``start: demos`` it is not slot 0)
+    seeds = [t for t in complete if t.params.get("instruction") == 0 and t.params.get("n_demos", 0) == 0]
+    seed_trial = max(seeds, key=_rank) if seeds else None
+    seed = ctx.space.of_trial(seed_trial) if seed_trial is not None else ctx.space.candidate(0, 0, 0, "generate")
+    return seed_trial, seed, {"rule": "seed_fallback",
+                              "chosen_trial": seed_trial.number if seed_trial is not None else None,
+                              "why": f"{lost}, nor does any non-degenerate candidate: the seed prompt is kept"}
+
+
+def baseline_names(label: str | None, k: int | None) -> dict[str, str]:
+    return {"seed": "the seed prompt", "label_prior": f"always answering {label}",
+            "random_kshot": f"the seed instruction with {k} random demos"}
+
+
+def verdict(best_test: list[float], baselines: dict[str, list[float]], names: dict[str, str],
+            seed: int = 0) -> dict[str, Any]:
+    """``improved`` when the winner beats every baseline on test (paired, two-sided, Holm-corrected,
+    p < 0.05, and a higher mean); else ``no_gain`` against the baseline with the highest corrected p."""
+    keys = list(baselines)
+    raw = [paired_test(baselines[k], best_test, seed=seed) for k in keys]
+    adj = holm([float(r["p_value"]) for r in raw])
+    mean_best = sum(best_test) / len(best_test) if best_test else float("nan")
+    tests = {}
+    for k, r, a in zip(keys, raw, adj):
+        m = sum(baselines[k]) / len(baselines[k]) if baselines[k] else float("nan")
+        tests[k] = {"test": r["test"], "winner": round(mean_best, 6), "baseline": round(m, 6),
+                    "diff": round(float(r["diff"]), 6), "p": _sig(float(r["p_value"])), "p_holm": _sig(a),
+                    "beaten": bool(a < ALPHA and float(r["diff"]) > 0)}
+    lost = [k for k in keys if not tests[k]["beaten"]]
+    worst = max(lost or keys, key=lambda k: (tests[k]["p_holm"], -tests[k]["diff"]))
+    t = tests[worst]
+    if lost:
+        words = (f"no better than {names[worst]} ({t['winner']:.3f} vs {t['baseline']:.3f} on test, "
+                 f"p = {t['p_holm']:.3g})")
+    else:
+        named = [names[k] for k in keys]
+        listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+        words = (f"improved: beats {listed} on test "
+                 f"(largest Holm p = {t['p_holm']:.3g})")
+    return {"status": "no_gain" if lost else "improved", "against": worst, "p": t["p_holm"],
+            "words": words, "alpha": ALPHA, "tests": tests}
+
+
+def degenerate_words(dist: dict[str, int]) -> str:
+    top, n = next(iter(dist.items()))
+    return f"the winner answers {top!r} on {n} of {sum(dist.values())} test examples"
+
+
+
+
+def answer_fields(evaluator: Evaluator, held: HeldOut) -> dict[str, Any]:
+    """The winner's parsed test answers: their counts and whether one of them covers 90% or more."""
+    answers = [evaluator.answer(o) for o in held.best_test.outcomes]
+    return {"answer_distribution": answer_distribution(answers), "degenerate": is_degenerate(answers)}
+
+
+def _entry(val: float | None, test: list[float], seed: int) -> dict[str, Any]:
+    ci = bootstrap_ci(test, seed=seed)
+    return {"val": round(val, 6) if val is not None else None, "test": round(ci.mean, 6),
+            "test_ci": [round(ci.low, 6), round(ci.high, 6)]}
+
+
+def honest_fields(ctx: RunContext, held: HeldOut, best: Candidate, answers: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's ``baselines`` (each with val, test, test_ci; random_kshot is scored on test only, its
+    val None) and ``verdict``."""
+    ev, splits, seed = ctx.evaluator, ctx.splits, ctx.seed
+    label, k = prior_label(ctx), best.knn or len(best.demos)
+    baselines: dict[str, Any] = {"seed": _entry(held.base_val.mean, held.base_test.scores, seed),
+                                 "label_prior": None, "random_kshot": None}
+    tests = {"seed": held.base_test.scores}
+    if label is not None:
+        pv, pt = prior_scores(ev, label, splits.validation), prior_scores(ev, label, splits.test)
+        baselines["label_prior"] = {"label": label, **_entry(sum(pv) / len(pv) if pv else None, pt, seed)}
+        tests["label_prior"] = pt
+    if held.kshot_test is not None:
+        baselines["random_kshot"] = {"k": k, "demo_ids": [d.id for d in held.kshot_test.candidate.demos],
+                                     **_entry(None, held.kshot_test.scores, seed)}
+        tests["random_kshot"] = held.kshot_test.scores
+    v = verdict(held.best_test.scores, tests, baseline_names(label, k), seed)
+    if answers["degenerate"]:
+        v["words"] += "; " + degenerate_words(answers["answer_distribution"])
+    return {"baselines": baselines, "verdict": v}
+
+
+def confirm(ctx: RunContext, best_trial: Any, best: Candidate) -> dict[str, Any]:
+    """The winner's curse, measured: the top 3 complete candidates (by the search's ranking) and the promoted
+    winner re-scored on a confirmation sample selection never used: training examples outside every demo set
+    and outside what trials were scored on (cross-fitting), as many as the validation split has, each
+    answered without itself among the demos. Reported, not used to promote."""
+    used = {e.id for _, exs in ctx.space.demo_sets for e in exs} | {e.id for e in ctx.search.validation}
+    sample = [e for e in ctx.splits.train if e.id not in used][:len(ctx.splits.validation)]
+    if not sample:
+        return {"examples": 0, "candidates": [], "why": "every training example is in a demo set or was scored by the search"}
+    S = optuna.trial.TrialState
+    complete = sorted((t for t in ctx.study.get_trials(deepcopy=False) if t.state == S.COMPLETE),
+                      key=_rank, reverse=True)
+    chosen = complete[:3] + ([best_trial] if best_trial is not None and best_trial.number
+                             not in {t.number for t in complete[:3]} else [])
+    u0 = ctx.backend.usage
+    rows = []
+    for t in chosen:
+        cand = best if best_trial is not None and t.number == best_trial.number else ctx.space.of_trial(t)
+        ci = bootstrap_ci(score(ctx.evaluator, cand, sample).scores, seed=ctx.seed)
+        rows.append({"trial": t.number, "val": round(t.user_attrs.get("val_mean", t.value), 6),
+                     "confirmation": round(ci.mean, 6), "confirmation_ci": [round(ci.low, 6), round(ci.high, 6)],
+                     "winner": best_trial is not None and t.number == best_trial.number})
+    ctx.phases["confirmation"] = (ctx.backend.usage - u0).to_dict()
+    return {"examples": len(sample), "candidates": rows}

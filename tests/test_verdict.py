@@ -1,0 +1,193 @@
+"""Honest verdicts (issue 25): trivial baselines, the paired verdict, collapse made visible, promotion.
+
+Scripted backends only (no real LM): one that answers one label everywhere, one that is truly better
+with an instruction the search proposes, and the known tables the verdict's p-values are checked on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from scipy.stats import binomtest
+
+from fakes import ScriptedBackend
+from optimizer.data import make_splits
+from optimizer.engine import RunOptions, optimize
+from optimizer.evaluate import answer_distribution, is_degenerate
+from optimizer.lm.base import LMRequest, LMResponse
+from optimizer.run.verdict import baseline_names, verdict
+from optimizer.stats import holm, mcnemar, mcnemar_greater, paired_bootstrap, paired_test
+
+
+class ConstantBackend(ScriptedBackend):
+    """Answers one label on every input, whatever the prompt."""
+
+    def _generate(self, request: LMRequest) -> LMResponse:
+        return LMResponse(text=" positive\n", prompt_tokens=10, completion_tokens=1)
+
+
+class InstructedBackend(ScriptedBackend):
+    """Truly better with one proposed instruction: a prompt that says "Answer with one word" is answered
+    right; any other prompt only on the inputs whose hash mod 10 is below 3 (demos do not help)."""
+
+    def _generate(self, request: LMRequest) -> LMResponse:
+        prompt = request.prompt if request.prompt is not None else request.messages[-1][1]
+        last = prompt.rsplit(self.input_prefix, 1)[-1].split("\n")[0].strip()
+        gold = self.answers.get(last)
+        right = gold is not None and ("Answer with one word" in prompt
+                                      or int(hashlib.sha1(last.encode()).hexdigest(), 16) % 10 < 3)
+        return LMResponse(text=f" {gold}\n" if right else f" {self.wrong}\n", prompt_tokens=10, completion_tokens=1)
+
+
+def _run(tmp_path, backend_cls, **sizes):
+    from conftest import sst2_task
+
+    task = sst2_task(train=sizes.get("train", 40), validation=sizes.get("validation", 40),
+                     test=sizes.get("test", 60), trials=8, bootstrap_examples=12)
+    s = make_splits(task)
+    answers = {e.inputs["sentence"]: e.output for e in s.train + s.validation + s.test}
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=backend_cls(answers), seed=3))
+    trials = [json.loads(line) for line in (res.run_dir / "trials.jsonl").read_text().splitlines()]
+    return json.loads((res.run_dir / "summary.json").read_text()), trials
+
+
+def test_one_label_everywhere_is_degenerate_and_not_improved(tmp_path):
+    s, trials = _run(tmp_path, ConstantBackend)
+    assert s["best"]["degenerate"] is True
+    assert s["best"]["answer_distribution"] == {"positive": s["splits"]["test"]}
+    assert all(r.get("degenerate") is True for r in trials if r["state"] == "complete")
+    assert s["baselines"]["label_prior"]["label"] == "positive"
+    assert s["baselines"]["label_prior"]["test"] == s["best"]["test"]  # a constant classifier: the prior exactly
+    assert s["verdict"]["status"] == "no_gain"
+    assert "no better than" in s["verdict"]["words"] and "'positive'" in s["verdict"]["words"]
+    assert s["promotion"]["rule"] == "seed_fallback"  # nothing beats the prior on validation: the seed is kept
+    assert s["best"]["instruction_origin"] == "seed" and s["best"]["n_demos"] == 0
+    assert s["baselines"]["random_kshot"] is None  # the kept winner has no demos: k = 0
+    assert set(s["verdict"]["tests"]) == {"seed", "label_prior"}
+
+
+def test_truly_better_prompt_is_improved(tmp_path):
+    s, trials = _run(tmp_path, InstructedBackend)
+    assert "Answer with one word" in s["best"]["instruction"]
+    assert s["promotion"]["rule"] == "beats_label_prior" and s["promotion"]["chosen_trial"] == s["best"]["trial"]
+    assert s["best"]["degenerate"] is False
+    assert s["verdict"]["status"] == "improved", s["verdict"]
+    assert all(t["beaten"] for t in s["verdict"]["tests"].values())
+    b = s["baselines"]
+    assert b["seed"]["test"] == s["baseline"]["test"]
+    # the winner's curse: its optimism, and the top candidates on a confirmation sample selection never used
+    assert s["best"]["optimism"] == pytest.approx(s["best"]["val"] - s["best"]["test"], abs=1e-5)
+    conf = s["confirmation"]
+    assert conf["examples"] > 0 and 1 <= len(conf["candidates"]) <= 4
+    assert [c["trial"] for c in conf["candidates"] if c["winner"]] == [s["best"]["trial"]]
+    win = next(c for c in conf["candidates"] if c["winner"])
+    assert win["confirmation"] > 0.9  # truly better: it stays better on fresh training examples
+    assert s["phases"]["confirmation"]["calls"] <= conf["examples"] * len(conf["candidates"])
+    for name in ("seed", "label_prior"):
+        assert b[name]["val"] is not None and len(b[name]["test_ci"]) == 2
+    if s["best"]["n_demos"]:
+        assert b["random_kshot"]["k"] == s["best"]["n_demos"] and b["random_kshot"]["val"] is None
+        assert len(b["random_kshot"]["demo_ids"]) == s["best"]["n_demos"]
+
+
+def _pairs(both: int, a_only: int, b_only: int, neither: int) -> tuple[list[float], list[float]]:
+    a = [1.0] * both + [1.0] * a_only + [0.0] * b_only + [0.0] * neither
+    b = [1.0] * both + [0.0] * a_only + [1.0] * b_only + [0.0] * neither
+    return a, b
+
+
+def test_holm_by_hand():
+    # sorted: 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> monotone 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert holm([0.2]) == [0.2]
+
+
+def test_verdict_p_values_match_stats_on_known_tables():
+    seed, best = _pairs(10, 2, 14, 14)  # seed right only on 2 examples, the winner only on 14
+    v = verdict(best, {"seed": seed}, baseline_names("positive", 4))
+    t = v["tests"]["seed"]
+    assert t["test"] == "mcnemar"
+    assert t["p"] == pytest.approx(mcnemar(seed, best)["p_value"], rel=1e-5)
+    assert t["p"] == pytest.approx(binomtest(2, 16, 0.5).pvalue, rel=1e-5)
+    # three baselines against one winner: Holm over their exact McNemar p-values, checked by hand
+    winner = [1.0] * 30 + [0.0] * 10
+    base = {"seed": [1.0] * 20 + [0.0] * 20,                          # winner-only 10, seed-only 0
+            "label_prior": [1.0] * 26 + [0.0] * 4 + [1.0] * 2 + [0.0] * 8,  # winner-only 4, prior-only 2
+            "random_kshot": [1.0] * 24 + [0.0] * 6 + [0.0] * 10}      # winner-only 6, kshot-only 0
+    v = verdict(winner, base, baseline_names("positive", 4))
+    raw = {"seed": binomtest(0, 10, 0.5).pvalue, "label_prior": binomtest(2, 6, 0.5).pvalue,
+           "random_kshot": binomtest(0, 6, 0.5).pvalue}
+    for k, p in raw.items():
+        assert v["tests"][k]["p"] == pytest.approx(p, rel=1e-5)
+        assert v["tests"][k]["p"] == pytest.approx(mcnemar(base[k], winner)["p_value"], rel=1e-5)
+    # by hand: sorted 0.001953 (x3), 0.03125 (x2), 0.6875 (x1)
+    assert v["tests"]["seed"]["p_holm"] == pytest.approx(3 * raw["seed"], rel=1e-5)
+    assert v["tests"]["random_kshot"]["p_holm"] == pytest.approx(2 * raw["random_kshot"], rel=1e-5)
+    assert v["tests"]["label_prior"]["p_holm"] == pytest.approx(raw["label_prior"], rel=1e-5)
+    assert v["status"] == "no_gain" and v["against"] == "label_prior"
+    assert v["words"].startswith("no better than always answering positive")
+    assert v["p"] == v["tests"]["label_prior"]["p_holm"]
+    # without the close baseline: both beaten after Holm (0.0039, 0.03125) -> improved
+    v2 = verdict(winner, {k: base[k] for k in ("seed", "random_kshot")}, baseline_names("positive", 4))
+    assert v2["status"] == "improved" and v2["words"].startswith("improved")
+
+
+def test_paired_test_one_sided_and_bootstrap():
+    a, b = _pairs(10, 1, 7, 2)
+    assert paired_test(a, b, one_sided=True)["p_value"] == pytest.approx(binomtest(7, 8, 0.5, alternative="greater").pvalue)
+    assert mcnemar_greater(a, b) == pytest.approx(binomtest(7, 8, 0.5, alternative="greater").pvalue)
+    assert mcnemar_greater(b, a) > 0.9  # the other direction is not a gain
+    x, y = [0.2, 0.5, 0.1, 0.9, 0.4, 0.3], [0.6, 0.5, 0.4, 0.9, 0.8, 0.7]
+    t = paired_test(x, y, seed=1)
+    assert t["test"] == "paired_bootstrap"
+    assert t["p_value"] == paired_bootstrap(x, y, seed=1)["p_value"]
+    assert paired_test(x, x, one_sided=True)["p_value"] == 1.0
+
+
+def test_answer_distribution_and_degenerate():
+    assert answer_distribution(["a", "b", "a", ""]) == {"a": 2, "": 1, "b": 1}
+    assert is_degenerate(["yes"] * 9 + ["no"])
+    assert not is_degenerate(["yes"] * 8 + ["no"] * 2)
+    assert not is_degenerate([""] * 10)  # no answer is not a collapse onto one answer
+    assert not is_degenerate([])
+
+
+def test_table_and_report_say_the_verdict_in_words(tmp_path):
+    from rich.console import Console
+
+    from optimizer.progress import summary_table
+    from optimizer.report import build_report
+
+    s, _ = _run(tmp_path, ConstantBackend)
+    console = Console(record=True, width=200)
+    console.print(summary_table(s))
+    text = console.export_text()
+    assert "verdict: no better than" in text and "always 'positive'" in text
+    html = build_report(tmp_path / "run", tmp_path / "report.html").read_text()
+    assert 'id="verdict"' in html and "no better than" in html and 'id="promotion"' in html
+    assert "always &#x27;positive&#x27;" in html or "always 'positive'" in html
+
+
+def test_bench_shows_the_label_prior_as_a_row(tmp_path):
+    import yaml
+
+    from conftest import sst2_task
+    from optimizer.bench import BenchOptions, run_bench
+    from optimizer.bench._table import to_markdown
+
+    task = sst2_task()
+    s = make_splits(task)
+    backend = ScriptedBackend({e.inputs["sentence"]: e.output for e in s.train + s.validation + s.test})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"candidates": [{"name": "bare", "instruction": "Label it."}]}))
+    res = run_bench(task, [str(tmp_path / "c.yaml")],
+                    BenchOptions(limit=10, out=tmp_path / "bench", backend=backend, timing_calls=0))
+    prior = res.doc["label_prior"]
+    examples = s.test[:10]
+    assert prior["label"] == max(("negative", "positive"), key=lambda lab: sum(e.output == lab for e in s.train))
+    assert prior["mean"] == pytest.approx(sum(e.output == prior["label"] for e in examples) / 10)
+    ref = [res.doc["candidates"][0]["per_example"][e.id] for e in examples]
+    mine = [float(e.output == prior["label"]) for e in examples]
+    assert prior["vs_reference"]["p_value"] == pytest.approx(mcnemar(ref, mine)["p_value"])
+    assert f"label prior (always '{prior['label']}')" in to_markdown(res.doc)
