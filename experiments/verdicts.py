@@ -1,0 +1,87 @@
+"""The default command's verdicts on the shipped tasks: is the winner better than every trivial baseline?
+
+For each task, ``optimize tasks/TASK/task.yaml`` with nothing else (the task's own settings, seed 0, the
+embedded model), then one table row from its ``summary.json``: the label prior, the seed prompt, the
+random k-shot prompt and the winner on test, the verdict (paired, Holm-corrected), whether the winner is
+degenerate, and the promotion rule that chose it. Rows are appended to ``verdicts.jsonl`` with provenance
+(commit, task version, UTC time); ``verdicts.md`` is made from the newest row of each task.
+
+    .venv/bin/python experiments/verdicts.py [TASK ...]        # run (resumable) and make the table
+    .venv/bin/python experiments/verdicts.py --table           # only make the table from the rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rows import ROOT, append_row, git_commit, load_rows, provenance  # noqa: E402
+
+OUT = ROOT / "experiments" / "results" / "verdicts"
+TASKS = ("sst2", "trec", "ag_news", "bbh_navigate", "bbh_sports", "gsm8k")
+
+
+def run_task(task: str) -> dict:
+    run = OUT / "runs" / f"{task}-seed0"
+    cmd = [sys.executable, "-m", "optimizer.cli", str(ROOT / "tasks" / task / "task.yaml"), "--out", str(run),
+           "--cache-dir", str(OUT / "cache"), "--quiet"]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    s = json.loads((run / "summary.json").read_text())
+    b = s["baselines"]
+    return {"task": task, "seed": s["seed"], "test_n": s["splits"]["test"], "lm_calls": s["lm_calls"],
+            "wall_seconds": s["wall_seconds"],
+            "label_prior": b["label_prior"], "seed_prompt": b["seed"], "random_kshot": b["random_kshot"],
+            "winner": {k: s["best"].get(k) for k in ("val", "test", "test_ci", "n_demos", "scoring", "degenerate",
+                                                     "answer_distribution", "optimism")},
+            "verdict": {k: s["verdict"][k] for k in ("status", "against", "p", "words")},
+            "promotion": s.get("promotion")}
+
+
+def _t(entry: dict | None) -> str:
+    return "—" if not entry else f"{entry['test']:.3f}"
+
+
+def table(rows: list[dict]) -> str:
+    newest = {r["task"]: r for r in rows}
+    lines = ["| task | test n | label prior | seed prompt | random k-shot | winner [95% CI] | verdict | against, "
+             "Holm p | degenerate | promotion |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for task in [t for t in TASKS if t in newest]:
+        r = newest[task]
+        w, v = r["winner"], r["verdict"]
+        lines.append(f"| {task} | {r['test_n']} | {_t(r['label_prior'])} | {_t(r['seed_prompt'])} | "
+                     f"{_t(r['random_kshot'])} | {w['test']:.3f} [{w['test_ci'][0]:.3f}, {w['test_ci'][1]:.3f}] | "
+                     f"**{v['status']}** | {v['against']}, {v['p']:.3g} | {'yes' if w['degenerate'] else 'no'} | "
+                     f"{(r['promotion'] or {}).get('rule', '—')} |")
+    notes = [f"- {r['task']}: {r['verdict']['words']}" for t in TASKS if (r := newest.get(t))]
+    commits = sorted({str(r["provenance"]["commit"]) for r in newest.values()})
+    return ("# Verdicts of the default command on the shipped tasks\n\n"
+            "`optimize tasks/TASK/task.yaml` (seed 0, the embedded Gemma 3 270M), every baseline scored on the "
+            "same test examples as the winner; `improved` only when the winner beats each of them, paired "
+            "(exact McNemar), Holm-corrected, p < 0.05. Made by `experiments/verdicts.py` from "
+            f"`verdicts.jsonl` (commit {', '.join(commits)}); do not edit by hand.\n\n"
+            + "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("tasks", nargs="*", default=list(TASKS))
+    ap.add_argument("--table", action="store_true", help="only make verdicts.md from the rows")
+    args = ap.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows_file = OUT / "verdicts.jsonl"
+    if not args.table:
+        for task in args.tasks:
+            row = run_task(task)
+            append_row(rows_file, row, provenance("verdicts", task, "ours", git_commit()))
+            print(f"{task}: {row['verdict']['status']} ({row['verdict']['words']})", flush=True)
+    (OUT / "verdicts.md").write_text(table(load_rows(rows_file)))
+    print(f"wrote {OUT / 'verdicts.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
