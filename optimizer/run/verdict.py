@@ -141,8 +141,6 @@ def degenerate_words(dist: dict[str, int]) -> str:
     return f"the winner answers {top!r} on {n} of {sum(dist.values())} test examples"
 
 
-
-
 def answer_fields(evaluator: Evaluator, held: HeldOut) -> dict[str, Any]:
     """The winner's parsed test answers: their counts and whether one of them covers 90% or more."""
     answers = [evaluator.answer(o) for o in held.best_test.outcomes]
