@@ -191,3 +191,36 @@ def test_bench_shows_the_label_prior_as_a_row(tmp_path):
     mine = [float(e.output == prior["label"]) for e in examples]
     assert prior["vs_reference"]["p_value"] == pytest.approx(mcnemar(ref, mine)["p_value"])
     assert f"label prior (always '{prior['label']}')" in to_markdown(res.doc)
+
+
+def test_promotion_takes_the_best_non_degenerate_trial_that_beats_the_label_prior(monkeypatch):
+    """The search's best trial does not beat the label prior on validation and the next one is degenerate:
+    the run promotes the next non-degenerate trial that does, and says why."""
+    import types
+
+    import optuna
+
+    from optimizer.program import Candidate
+    from optimizer.run import verdict as v
+
+    dist = {"instruction": optuna.distributions.IntDistribution(0, 3),
+            "n_demos": optuna.distributions.IntDistribution(0, 4)}
+    study = optuna.create_study(direction="maximize")
+    for value, instruction, attrs in [(0.9, 1, {}), (0.85, 2, {"degenerate": True}), (0.8, 3, {}), (0.5, 0, {})]:
+        study.add_trial(optuna.trial.create_trial(params={"instruction": instruction, "n_demos": 2 if instruction else 0},
+                                                  distributions=dist, value=value, user_attrs=attrs))
+    candidates = {t.number: Candidate(f"instruction {t.params['instruction']}") for t in study.trials}
+    p_of = {"instruction 1": 0.2, "instruction 2": 0.001, "instruction 3": 0.01, "instruction 0": 0.5}
+    ctx = types.SimpleNamespace(study=study, seed=0, evaluator=None, splits=types.SimpleNamespace(validation=[]),
+                                space=types.SimpleNamespace(of_trial=lambda t: candidates[t.number]))
+    monkeypatch.setattr(v, "prior_label", lambda ctx: "No")
+    monkeypatch.setattr(v, "prior_scores", lambda ev, label, examples: [1.0, 0.0])
+    monkeypatch.setattr(v, "_beats_prior", lambda ctx, cand, prior: p_of[cand.instruction])
+    best = study.trials[0]
+    trial, cand, why = v.promote(ctx, best, candidates[0])
+    assert trial.number == 2 and cand.instruction == "instruction 3"  # trial 1 is degenerate, though it beats
+    assert why["rule"] == "beats_label_prior" and why["chosen_trial"] == 2 and why["p"] == 0.01
+    assert "trial 0" in why["why"] and "does not beat always answering No" in why["why"]
+    p_of["instruction 3"] = 0.3  # none beats it: the seed prompt's own trial (instruction 0, no demos)
+    trial, cand, why = v.promote(ctx, best, candidates[0])
+    assert why["rule"] == "seed_fallback" and trial.number == 3 and cand.instruction == "instruction 0"
