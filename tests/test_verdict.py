@@ -221,6 +221,13 @@ def test_promotion_takes_the_best_non_degenerate_trial_that_beats_the_label_prio
     assert trial.number == 2 and cand.instruction == "instruction 3"  # trial 1 is degenerate, though it beats
     assert why["rule"] == "beats_label_prior" and why["chosen_trial"] == 2 and why["p"] == 0.01
     assert "trial 0" in why["why"] and "does not beat always answering No" in why["why"]
-    p_of["instruction 3"] = 0.3  # none beats it: the seed prompt's own trial (instruction 0, no demos)
+    p_of["instruction 3"] = 0.3  # none beats it: the best non-degenerate candidate is kept
     trial, cand, why = v.promote(ctx, best, candidates[0])
+    assert why["rule"] == "best_non_degenerate" and trial.number == 0 and cand is candidates[0]
+    collapsed = optuna.create_study(direction="maximize")  # every candidate collapsed: the seed prompt's own
+    for t in study.trials:  # trial (instruction 0, no demos)
+        collapsed.add_trial(optuna.trial.create_trial(params=t.params, distributions=dist, value=t.value,
+                                                      user_attrs={"degenerate": True}))
+    ctx.study = collapsed
+    trial, cand, why = v.promote(ctx, collapsed.trials[0], candidates[0])
     assert why["rule"] == "seed_fallback" and trial.number == 3 and cand.instruction == "instruction 0"
