@@ -36,7 +36,8 @@ def run_task(task: str) -> dict:
             "wall_seconds": s["wall_seconds"],
             "label_prior": b["label_prior"], "seed_prompt": b["seed"], "random_kshot": b["random_kshot"],
             "winner": {k: s["best"].get(k) for k in ("val", "test", "test_ci", "n_demos", "scoring", "degenerate",
-                                                     "answer_distribution", "optimism")},
+                                                     "answer_distribution", "optimism", "parse_failure_rate")},
+            "confirmation": s.get("confirmation"),
             "verdict": {k: s["verdict"][k] for k in ("status", "against", "p", "words")},
             "promotion": s.get("promotion")}
 
@@ -74,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     rows_file = OUT / "verdicts.jsonl"
     if not args.table:
+        commit = git_commit()  # the code the runs start from (each run imports it when it starts)
         for task in args.tasks:
             row = run_task(task)
-            append_row(rows_file, row, provenance("verdicts", task, "ours", git_commit()))
+            append_row(rows_file, row, provenance("verdicts", task, "ours", commit))
             print(f"{task}: {row['verdict']['status']} ({row['verdict']['words']})", flush=True)
     (OUT / "verdicts.md").write_text(table(load_rows(rows_file)))
     print(f"wrote {OUT / 'verdicts.md'}")

@@ -43,7 +43,7 @@ from .run.plan import plan
 from .run.space import candidate_space
 from .run.summary import Outcome, best_so_far, write_result
 from .run.trials import run_search
-from .run.verdict import confirm, promote, random_kshot
+from .run.verdict import confirm, mark_winner, promote, random_kshot
 from .task import TaskSpec
 
 __all__ = ["RunOptions", "RunResult", "default_run_dir", "make_evaluator", "optimize", "plan", "resolve_lm"]
@@ -73,10 +73,11 @@ def _run(ctx: RunContext) -> RunResult:
         open_study(ctx)
         candidate_space(ctx)
         best_trial, best = run_search(ctx)
-        best_trial, best, promotion = promote(ctx, best_trial, best)
+        best_trial, best, confirmation = confirm(ctx, best_trial, best)  # the top 3 on a fresh sample
+        best_trial, best, promotion = promote(ctx, best_trial, best)  # it must beat the label prior
+        confirmation = mark_winner(ctx, confirmation, best_trial, best)
         baseline = ctx.space.candidate(0, 0, 0, "generate")
         held = score_held_out(ctx, baseline, best, random_kshot(ctx, baseline, best))
-        confirmation = confirm(ctx, best_trial, best)
     except BudgetExceeded as exc:
         ctx.evaluator.close(wait=True)  # calls still in flight finish and are accounted before the summary
         return write_result(ctx, best_so_far(ctx, str(exc.message)))

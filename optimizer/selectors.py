@@ -68,6 +68,12 @@ class DemoSelector(ABC):
         """The LM calls ``select`` makes at most (a budget reserves them before it runs)."""
         return len(cls.planned_runs(ctx, size))
 
+    @classmethod
+    def scored_examples(cls, ctx: SelectionContext, size: int) -> set[str]:
+        """Ids of the training examples ``select`` answers or scores with the LM (a superset, no LM call):
+        selection has seen them, so the confirmation sample leaves them out. None for data-only ones."""
+        return set()
+
 
 class RandomSelector(DemoSelector):
     name = "random"
@@ -98,21 +104,32 @@ class BootstrapSelector(DemoSelector):
         """The LM calls ``select`` makes: one per training example it runs the teacher on."""
         return min(ctx.budget, max(0, len(ctx.train) - min(cls.teacher_size(size), len(ctx.train))))
 
+    @classmethod
+    def _draw(cls, ctx: SelectionContext, size: int) -> tuple[list[Example], list[Example]]:
+        """The teacher's demos and the training examples it runs on (seeded; no LM call)."""
+        rng = random.Random(f"{ctx.seed}:bootstrap")
+        teacher_demos = stratified_sample(ctx.train, cls.teacher_size(size), rng, bool(ctx.labels))
+        taken = {e.id for e in teacher_demos}
+        rest = [e for e in ctx.train if e.id not in taken]
+        rng.shuffle(rest)
+        return teacher_demos, rest[: ctx.budget]
+
+    @classmethod
+    def scored_examples(cls, ctx: SelectionContext, size: int) -> set[str]:
+        teacher_demos, runs = cls._draw(ctx, size)
+        return {e.id for e in teacher_demos} | {e.id for e in runs}
+
     def select(self, ctx: SelectionContext, n_sets: int, size: int) -> list[list[Example]]:
         from .program import Candidate
 
         if ctx.evaluator is None or n_sets <= 0:
             return []
-        rng = random.Random(f"{ctx.seed}:bootstrap")
         by_label = bool(ctx.labels)
-        teacher_demos = stratified_sample(ctx.train, self.teacher_size(size), rng, by_label)
+        teacher_demos, to_run = self._draw(ctx, size)
         teacher = Candidate(ctx.instruction, tuple(teacher_demos), {"role": "bootstrap-teacher"})
-        taken = {e.id for e in teacher_demos}
-        rest = [e for e in ctx.train if e.id not in taken]
-        rng.shuffle(rest)
         passed: list[Example] = []
         runs = 0
-        for ex in rest[: ctx.budget]:
+        for ex in to_run:
             out = ctx.evaluator.run_one(teacher, ex)
             runs += 1
             if out.score >= 1.0:

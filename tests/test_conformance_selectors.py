@@ -34,9 +34,11 @@ class CountingEvaluator:
 
     def __init__(self):
         self.calls = 0
+        self.seen: set[str] = set()
 
     def run_one(self, candidate, example):
         self.calls += 1
+        self.seen.add(example.id)
         return SimpleNamespace(score=float(int(example.id.split(":")[1]) % 3 != 0), prediction={})
 
 
@@ -86,6 +88,9 @@ def check_lm_calls_only_when_said_and_as_planned(cls: type[DemoSelector]) -> Non
     if not cls.makes_lm_calls:
         assert ctx.evaluator.calls == 0 and planned == 0
     assert ctx.evaluator.calls <= planned
+    # what it ran the LM on is declared (the confirmation sample leaves those examples out)
+    declared = cls.scored_examples(ctx, 4)
+    assert ctx.evaluator.seen <= declared <= {e.id for e in ctx.train}
 
 
 def check_nothing_without_data(cls: type[DemoSelector]) -> None:

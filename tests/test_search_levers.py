@@ -321,7 +321,9 @@ def test_balanced_objective_ranks_a_collapsed_prompt_below_one_that_tells_labels
     # majority label on validation, so the run keeps the seed prompt and says why (issue 25)
     assert recs[0]["degenerate"] is True and recs[1]["degenerate"] is True
     assert s["promotion"]["rule"] == "seed_fallback"
-    assert f"trial {recs[0]['trial']} (the best validation score)" in s["promotion"]["why"]
+    conf = s["confirmation"]  # the search's winner comes first among the confirmed; promotion starts from the pick
+    assert conf["candidates"][0]["trial"] == recs[0]["trial"]
+    assert f"trial {conf['chosen_trial']} does not beat" in s["promotion"]["why"]
     assert s["best"]["n_demos"] == 0 and s["best"]["val"] == pytest.approx(m / n)
     assert s["verdict"]["status"] == "no_gain"
     # without a label set the objective is the mean
@@ -343,7 +345,9 @@ def test_a_balanced_tie_between_collapsed_prompts_goes_to_the_higher_plain_mean(
     assert recs[0]["score"] == recs[1]["score"] == pytest.approx(0.5)
     # the search's winner is the demo prompt (the higher plain mean) ...
     promo = res.summary["promotion"]
-    assert f"trial {recs[0]['trial']} (the best validation score)" in promo["why"]
+    conf = res.summary["confirmation"]
+    assert conf["candidates"][0]["trial"] == recs[0]["trial"]
+    assert f"trial {conf['chosen_trial']} does not beat" in promo["why"]
     # ... which answers the majority label everywhere: no better than the label prior on validation, and the
     # other one is degenerate too, so the run keeps the seed prompt and says so (issue 25)
     assert promo["rule"] == "seed_fallback" and res.summary["verdict"]["status"] == "no_gain"

@@ -231,3 +231,46 @@ def test_promotion_takes_the_best_non_degenerate_trial_that_beats_the_label_prio
     ctx.study = collapsed
     trial, cand, why = v.promote(ctx, collapsed.trials[0], candidates[0])
     assert why["rule"] == "seed_fallback" and trial.number == 3 and cand.instruction == "instruction 0"
+
+
+class FlukeBackend(ScriptedBackend):
+    """The winner's curse, scripted: a prompt whose instruction says "Answer with one word" is answered right
+    on the validation split and wrong everywhere else (a fluke of the split); every other prompt is right on
+    the inputs whose hash mod 10 is below 7, on every split alike. Generated text and label logprobs agree."""
+
+    validation: set[str] = set()
+
+    def _generate(self, request: LMRequest) -> LMResponse:
+        prompt = request.prompt if request.prompt is not None else request.messages[-1][1]
+        last = prompt.rsplit(self.input_prefix, 1)[-1].split("\n")[0].strip()
+        gold = self.answers.get(last)
+        if "Answer with one word" in prompt:
+            right = last in self.validation
+        else:
+            right = int(hashlib.sha1(last.encode()).hexdigest(), 16) % 10 < 7
+        answer = gold if right and gold is not None else self.wrong
+        lp = [{f" {lab}": (0.0 if lab == answer else -3.0) for lab in self.labels}] if request.logprobs else None
+        return LMResponse(text=f" {answer}\n", prompt_tokens=10, completion_tokens=1, logprobs=lp)
+
+
+def test_a_validation_fluke_loses_the_promotion_to_a_candidate_the_confirmation_sample_backs(tmp_path):
+    from conftest import sst2_task
+
+    task = sst2_task(train=120, validation=40, test=60, trials=8, bootstrap_examples=12, prune=False)
+    s = make_splits(task)
+    FlukeBackend.validation = {e.inputs["sentence"] for e in s.validation}
+    answers = {e.inputs["sentence"]: e.output for e in s.train + s.validation + s.test}
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=FlukeBackend(answers), seed=3))
+    summary = json.loads((res.run_dir / "summary.json").read_text())
+    trials = [json.loads(line) for line in (res.run_dir / "trials.jsonl").read_text().splitlines()]
+    conf = summary["confirmation"]
+    fluke = conf["candidates"][0]  # the search's winner comes first
+    # the precondition: the fluke won the search, and off the validation split it answers "negative" everywhere
+    assert fluke["val"] == 1.0 and fluke["confirmation"] < 0.6
+    assert conf["rule"] == "val_plus_confirmation" and conf["chosen_trial"] != fluke["trial"]
+    chosen = next(c for c in conf["candidates"] if c["trial"] == conf["chosen_trial"])
+    assert chosen["pooled"] > fluke["pooled"] and chosen["winner"]
+    assert summary["best"]["trial"] == conf["chosen_trial"] and summary["promotion"]["rule"] == "beats_label_prior"
+    assert summary["best"]["test"] > 0.55  # the fluke answers "negative" on every test example
+    assert any(t["trial"] == fluke["trial"] for t in trials)
+    assert 0 < conf["examples"] <= len(s.validation)

@@ -87,7 +87,7 @@ def summarize(ctx: RunContext, o: Outcome) -> dict[str, Any]:
     if held is None:
         s["baseline"] = describe(ctx, o.baseline, _value(o.base_trial), None, trial_fields(o.base_trial))
         s["best"] = describe(ctx, o.best, _value(o.best_trial), None, trial_fields(o.best_trial))
-        s["best"].update(answer_distribution=None, degenerate=None)
+        s["best"].update(answer_distribution=None, degenerate=None, parse_failures=None, parse_failure_rate=None)
         s["best"].update(optimism=None)
         s.update(improvement=None, significant=False, promotion=None, baselines=None, verdict=None,
                  confirmation=None)

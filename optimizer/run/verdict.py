@@ -5,9 +5,12 @@
   split, k the winner's demo count (none when the winner has no demos: it would be the seed prompt).
 - The **seed prompt** (scored by the test report anyway).
 
-Promotion (after the search): the winner must beat the label prior on the validation split by a one-sided
-paired test (p < 0.05); else the best non-degenerate complete candidate that does; else the best
-non-degenerate candidate; the seed prompt only when every candidate has collapsed to one answer.
+Promotion (after the search): the top 3 complete candidates are re-scored on a confirmation sample that
+selection never used, and the one with the best pooled mean of validation and confirmation goes on (the
+winner's curse: the best of N validation means is optimistic). It must beat the label prior on the
+validation split by a one-sided paired test (p < 0.05); else the best non-degenerate complete candidate
+that does; else the best non-degenerate candidate; the seed prompt only when every candidate has collapsed
+to one answer.
 The verdict (after the test report): ``improved`` only when the winner beats every baseline on the test
 split, paired (exact McNemar for 0/1 scores, the paired bootstrap otherwise), Holm-corrected, p < 0.05.
 """
@@ -23,7 +26,9 @@ from ..evaluate import Evaluator, answer_distribution, is_degenerate
 from ..examples import Example
 from ..metrics import majority_label
 from ..program import Candidate
+from ..plugins import SELECTORS
 from ..search.winner import _rank
+from ..selectors import SelectionContext
 from ..stats import bootstrap_ci, holm, paired_test
 from .context import RunContext
 from .heldout import HeldOut, score
@@ -84,12 +89,12 @@ def promote(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
     p = _beats_prior(ctx, best, prior_val)
     if p < ALPHA:
         return best_trial, best, {"rule": "beats_label_prior", "chosen_trial": best_trial.number,
-                                  "p": _sig(p), "why": f"the best validation score beats always answering "
+                                  "p": _sig(p), "why": f"trial {best_trial.number} beats always answering "
                                                            f"{label} on validation (p = {p:.3g})"}
     S = optuna.trial.TrialState
     complete = sorted((t for t in ctx.study.get_trials(deepcopy=False) if t.state == S.COMPLETE),
                       key=_rank, reverse=True)
-    lost = f"trial {best_trial.number} (the best validation score) does not beat always answering {label} " \
+    lost = f"trial {best_trial.number} does not beat always answering {label} " \
            f"on validation (p = {p:.3g})"
     for t in complete:
         if t.number == best_trial.number or t.user_attrs.get("degenerate"):
@@ -156,9 +161,13 @@ def degenerate_words(dist: dict[str, int]) -> str:
 
 
 def answer_fields(evaluator: Evaluator, held: HeldOut) -> dict[str, Any]:
-    """The winner's parsed test answers: their counts and whether one of them covers 90% or more."""
-    answers = [evaluator.answer(o) for o in held.best_test.outcomes]
-    return {"answer_distribution": answer_distribution(answers), "degenerate": is_degenerate(answers)}
+    """The winner's parsed test answers: their counts, whether one of them covers 90% or more, and how many
+    answers could not be parsed (each scored wrong)."""
+    outcomes = held.best_test.outcomes
+    answers = [evaluator.answer(o) for o in outcomes]
+    failures = sum(1 for o in outcomes if not o.parsed)
+    return {"answer_distribution": answer_distribution(answers), "degenerate": is_degenerate(answers),
+            "parse_failures": failures, "parse_failure_rate": round(failures / len(outcomes), 6) if outcomes else 0.0}
 
 
 def _entry(val: float | None, test: list[float], seed: int) -> dict[str, Any]:
@@ -189,27 +198,64 @@ def honest_fields(ctx: RunContext, held: HeldOut, best: Candidate, answers: dict
     return {"baselines": baselines, "verdict": v}
 
 
-def confirm(ctx: RunContext, best_trial: Any, best: Candidate) -> dict[str, Any]:
-    """The winner's curse, measured: the top 3 complete candidates (by the search's ranking) and the promoted
-    winner re-scored on a confirmation sample selection never used: training examples outside every demo set
-    and outside what trials were scored on (cross-fitting), as many as the validation split has, each
-    answered without itself among the demos. Reported, not used to promote."""
+def confirmation_sample(ctx: RunContext) -> list[Example]:
+    """Training examples selection never used, as many as the validation split has: outside every demo set,
+    outside what trials were scored on (cross-fitting) and outside what a selector ran the LM on (the
+    bootstrap teacher's examples). A kNN candidate answers each without itself among the demos."""
     used = {e.id for _, exs in ctx.space.demo_sets for e in exs} | {e.id for e in ctx.search.validation}
-    sample = [e for e in ctx.splits.train if e.id not in used][:len(ctx.splits.validation)]
+    if ctx.task.optimizer.max_demos:
+        sctx = SelectionContext(ctx.splits.train, ctx.seed, labels=ctx.task.label_set,
+                                budget=ctx.task.optimizer.bootstrap_examples)
+        for name in dict.fromkeys(ctx.task.optimizer.selectors):
+            used |= SELECTORS.get(name).scored_examples(sctx, ctx.task.optimizer.max_demos)
+    return [e for e in ctx.splits.train if e.id not in used][:len(ctx.splits.validation)]
+
+
+def _confirm_row(ctx: RunContext, t: Any, cand: Candidate, sample: list[Example]) -> dict[str, Any]:
+    ci = bootstrap_ci(score(ctx.evaluator, cand, sample).scores, seed=ctx.seed)
+    val, n_val = float(t.user_attrs.get("val_mean", t.value)), len(ctx.splits.validation)
+    pooled = (val * n_val + ci.mean * len(sample)) / (n_val + len(sample))
+    return {"trial": t.number, "val": round(val, 6), "confirmation": round(ci.mean, 6),
+            "confirmation_ci": [round(ci.low, 6), round(ci.high, 6)], "pooled": round(pooled, 6), "winner": False}
+
+
+def confirm(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Candidate, dict[str, Any]]:
+    """The winner's curse: after N trials the best validation mean is optimistic. The search's winner and
+    the next 2 complete candidates (the search's ranking) are re-scored on the confirmation sample, and the one with the best
+    pooled mean of validation and confirmation (weighted by their sizes; ties go to the search's order) goes
+    on to the promotion rule. Without a sample the search's winner goes on."""
+    sample = confirmation_sample(ctx) if best_trial is not None else []
     if not sample:
-        return {"examples": 0, "candidates": [], "why": "every training example is in a demo set or was scored by the search"}
+        return best_trial, best, {"examples": 0, "candidates": [], "rule": "best_val",
+                                  "why": "every training example is in a demo set or was seen by selection"}
     S = optuna.trial.TrialState
-    complete = sorted((t for t in ctx.study.get_trials(deepcopy=False) if t.state == S.COMPLETE),
-                      key=_rank, reverse=True)
-    chosen = complete[:3] + ([best_trial] if best_trial is not None and best_trial.number
-                             not in {t.number for t in complete[:3]} else [])
+    ranked = sorted((t for t in ctx.study.get_trials(deepcopy=False) if t.state == S.COMPLETE),
+                    key=_rank, reverse=True)
+    top = [best_trial] + [t for t in ranked if t.number != best_trial.number][:2]  # the winner first
     u0 = ctx.backend.usage
-    rows = []
-    for t in chosen:
-        cand = best if best_trial is not None and t.number == best_trial.number else ctx.space.of_trial(t)
-        ci = bootstrap_ci(score(ctx.evaluator, cand, sample).scores, seed=ctx.seed)
-        rows.append({"trial": t.number, "val": round(t.user_attrs.get("val_mean", t.value), 6),
-                     "confirmation": round(ci.mean, 6), "confirmation_ci": [round(ci.low, 6), round(ci.high, 6)],
-                     "winner": best_trial is not None and t.number == best_trial.number})
+    cands = {t.number: best if t.number == best_trial.number else ctx.space.of_trial(t) for t in top}
+    rows = [_confirm_row(ctx, t, cands[t.number], sample) for t in top]
     ctx.phases["confirmation"] = (ctx.backend.usage - u0).to_dict()
-    return {"examples": len(sample), "candidates": rows}
+    pick = max(range(len(rows)), key=lambda i: (rows[i]["pooled"], -i))
+    chosen = top[pick]
+    why = ("the search's winner has the best pooled mean of validation and confirmation"
+           if chosen.number == best_trial.number else
+           f"trial {chosen.number} has the best pooled mean of validation and confirmation "
+           f"({rows[pick]['pooled']:.3f}; the search's winner, trial {best_trial.number}: {rows[0]['pooled']:.3f})")
+    return chosen, cands[chosen.number], {"examples": len(sample), "candidates": rows,
+                                          "rule": "val_plus_confirmation", "chosen_trial": chosen.number,
+                                          "why": why}
+
+
+def mark_winner(ctx: RunContext, report: dict[str, Any], trial: Any, cand: Candidate) -> dict[str, Any]:
+    """The promoted winner flagged among the confirmed candidates; when the promotion rule moved to a trial
+    outside them, it is re-scored on the same sample and listed too."""
+    rows = report["candidates"]
+    if trial is not None and report["examples"] and trial.number not in {r["trial"] for r in rows}:
+        u0 = ctx.backend.usage
+        rows.append(_confirm_row(ctx, trial, cand, confirmation_sample(ctx)))
+        more = (ctx.backend.usage - u0).to_dict()
+        ctx.phases["confirmation"] = {k: ctx.phases["confirmation"].get(k, 0) + v for k, v in more.items()}
+    for r in rows:
+        r["winner"] = trial is not None and r["trial"] == trial.number
+    return report
