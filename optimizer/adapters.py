@@ -20,13 +20,13 @@ the framing's tokens); ``parse_response`` reads a chat answer that skips the fra
 
 from __future__ import annotations
 
-import json
-import re
+import dataclasses
 from typing import Any
 
 import dspy
 
 from .lm.base import LMRequest
+from .plain_client import unframed_fields
 
 
 def field_prefix(signature: type[dspy.Signature], name: str) -> str:
@@ -122,7 +122,27 @@ def render_request(adapter: dspy.Adapter, signature: type[dspy.Signature], demos
     messages = adapter.format(signature, demos, inputs)
     return LMRequest.chat([{"role": m["role"], "content": str(m["content"])} for m in messages],
                           max_tokens=max_tokens + framing_tokens(signature), temperature=temperature,
-                          sample=sample)
+                          stop=(CHAT_END,), sample=sample)
+
+
+#: the marker that ends a ChatAdapter reply: a stop sequence, so a model does not ramble on after it
+CHAT_END = "[[ ## completed ## ]]"
+
+
+def chat_header(name: str) -> str:
+    """ChatAdapter's header of an output field, as the reply writes it before the value."""
+    return f"[[ ## {name} ## ]]\n"
+
+
+def readout_request(request: LMRequest, signature: type[dspy.Signature], top_k: int) -> LMRequest:
+    """A program call turned into a label readout: the top-k log-probabilities of the answer's first token,
+    greedy. A completion prompt asks for that one token; a chat reply is read after the answer field's
+    header (``answer_prefix``), with room for the header on endpoints that must write it first."""
+    if request.kind == "completion":
+        return dataclasses.replace(request, max_tokens=1, temperature=0.0, stop=(), logprobs=top_k)
+    answer = list(signature.output_fields)[-1]
+    return dataclasses.replace(request, max_tokens=framing_tokens(signature) + 1, temperature=0.0, stop=(),
+                               logprobs=top_k, answer_prefix=chat_header(answer))
 
 
 def framing_tokens(signature: type[dspy.Signature]) -> int:
@@ -134,41 +154,16 @@ def framing_tokens(signature: type[dspy.Signature]) -> int:
     return sum(len(m) // 2 + 2 for m in markers)
 
 
-_MARKER = re.compile(r"\[\[\s*##\s*(\w+)\s*##\s*\]\]")
-
-
-def _fallback(signature: type[dspy.Signature], text: str) -> dict[str, Any] | None:
-    """A chat answer without the adapter's framing: a JSON object naming the output fields, or (one output
-    field) the first line of plain text, any stray ``[[ ## ... ## ]]`` marker taken out."""
-    outputs = list(signature.output_fields)
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        try:
-            obj = json.loads(text[start:end + 1])
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict):
-            lower = {str(k).lower(): v for k, v in obj.items()}
-            got = {n: lower.get(n.lower()) for n in outputs}
-            if all(v not in (None, "") for v in got.values()):
-                return {n: str(v) if not isinstance(v, str) else v for n, v in got.items()}
-    if len(outputs) == 1:
-        plain = _MARKER.sub("", text).replace("`", "")
-        first = next((ln.strip() for ln in plain.splitlines() if ln.strip()), "")
-        if first:
-            return {outputs[0]: first}
-    return None
-
-
 def parse_response(adapter: dspy.Adapter, signature: type[dspy.Signature], text: str) -> tuple[dict[str, Any], bool]:
     """Parsed output fields and whether parsing succeeded. A chat answer that misses the adapter's framing
-    is read plainly or as JSON (``_fallback``) before it counts as a parse failure (scored wrong)."""
+    is read plainly or as JSON (``plain_client.unframed_fields``, as exports are read) before it counts as a
+    parse failure (scored wrong)."""
     try:
         values = adapter.parse(signature, text)
     except Exception:
         if isinstance(adapter, CompletionAdapter):
             return {n: "" for n in signature.output_fields}, False
-        values = _fallback(signature, text or "")
+        values = unframed_fields(list(signature.output_fields), text or "")
         if values is None:
             return {n: "" for n in signature.output_fields}, False
     ok = all(str(values.get(n) or "").strip() for n in signature.output_fields) and not values.pop(

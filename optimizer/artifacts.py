@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from .adapters import field_prefix
+from .adapters import chat_header, field_prefix
 from .errors import ConfigError
 from .evaluate import Evaluator
 from .lm import backend_class
@@ -125,7 +125,12 @@ def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
                 "description": "request 1 token with logprobs; each label scores the best top-k token that starts "
                                "it, minus its calibration offset; the answer is the best label",
                 "fields": outs, "answer_field": run.task.output.name, "labels": run.task.label_set,
-                "top_logprobs": TOP_K, "calibration": offsets, "metric": run.summary.get("metric")}
+                "top_logprobs": min(TOP_K, run.profile.top_logprobs), "calibration": offsets, "metric": run.summary.get("metric")}
+        if ev.adapter_kind == "chat":  # read after the answer field's header in the reply (plain_client.answer_top)
+            spec["answer_prefix"] = chat_header(run.task.output.name)
+            spec["description"] = ("ask for the reply with logprobs and top_logprobs; at the answer's first token "
+                                   "after answer_prefix each label scores the best top-k token that starts it, "
+                                   "minus its calibration offset; the answer is the best label")
         if offsets is not None:  # where the offsets come from: one content-free input, or the validation inputs
             spec["calibration_source"] = "validation-batch" if best.get("scoring") == "batch" else "content-free"
         return spec
@@ -144,13 +149,19 @@ def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
 
 
 def _model_block(run: FinishedRun, ev: Evaluator) -> dict[str, Any]:
-    params: dict[str, Any] = {"max_tokens": ev.max_tokens, "temperature": ev.temperature}
-    if ((run.summary.get("best") or {}).get("scoring") or "generate") != "generate":
-        params = {"max_tokens": 1, "temperature": 0.0, "logprobs": TOP_K}
-    elif ev.adapter_kind == "completion":
-        sig = ev.signature(Candidate(run.task.instruction))
-        params["stop"] = list(ev.adapter.stop(sig))[:4]  # type: ignore[attr-defined]
+    # the request the optimizer sent: its answer budget (past a chat adapter's framing), stops, readout
+    scoring = (run.summary.get("best") or {}).get("scoring") or "generate"
+    req = ev.request(Candidate(run.task.instruction, scoring="generate" if scoring == "generate" else "likelihood"),
+                     {f.name: "" for f in run.task.inputs})
+    params: dict[str, Any] = {"max_tokens": req.max_tokens, "temperature": req.temperature}
+    if req.stop:
+        params["stop"] = list(req.stop)[:4]
+    if req.logprobs:
+        top_k = min(req.logprobs, run.profile.top_logprobs)
+        params.update({"logprobs": True, "top_logprobs": top_k} if req.kind == "chat" else {"logprobs": top_k})
     extra = _extra_body(run.profile)
+    if run.profile.max_tokens_field != "max_tokens":
+        params[run.profile.max_tokens_field] = params.pop("max_tokens")
     block: dict[str, Any] = {"model": run.profile.model, "parameters": params}
     if extra:
         block["extra_body"] = extra
@@ -206,9 +217,9 @@ def build_artifact(run: FinishedRun, fmt: str) -> dict[str, Any]:
         raise ConfigError(f"this run's winner gives each input its {cand.knn} most similar demos (kNN), which a "
                           f"fixed {fmt} template cannot express", field="--format",
                           fix="export it as yaml (it carries the demo pool and the retrieval rule)")
-    if fmt == "openai-chat" and cand.scoring != "generate":
-        raise ConfigError(f"this run's winner reads the answer from label log-probabilities (scoring "
-                          f"{cand.scoring!r}), which a chat endpoint does not expose",
+    if fmt == "openai-chat" and cand.scoring != "generate" and ev.adapter_kind == "completion":
+        raise ConfigError(f"this run's winner reads the answer from label log-probabilities of a completion "
+                          f"prompt (scoring {cand.scoring!r}), which a chat endpoint does not expose",
                           field="--format", fix="export it as completion, yaml or dspy")
     if fmt == "openai-chat":
         art: dict[str, Any] = {"format": "openai-chat", "api": "chat", "inputs": run.task.input_names, **common,

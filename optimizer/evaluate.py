@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import dspy
 
-from .adapters import get_adapter, parse_response, render_request
+from .adapters import get_adapter, parse_response, readout_request, render_request
 from .examples import Example
 from .errors import ConfigError, LMCallFailed, LMError
 from .lm.base import LMBackend, LMRequest, LMResponse
@@ -155,7 +155,7 @@ class Evaluator:
                              max_tokens=self.max_tokens, temperature=self.temperature)
         if candidate.scoring != "generate":
             self.check_scoring(candidate.scoring)
-            req = dataclasses.replace(req, max_tokens=1, temperature=0.0, stop=(), logprobs=TOP_K)
+            req = readout_request(req, sig, TOP_K)
         return req
 
     def scorings(self, wanted: list[str]) -> list[str]:
@@ -163,7 +163,7 @@ class Evaluator:
         out: list[str] = []
         for s in wanted:
             if s == "auto":
-                fits = bool(self.task.label_set) and self.adapter_kind == "completion"
+                fits = bool(self.task.label_set) and self._reads_labels()
                 out += ["likelihood", "calibrated", "batch"] if fits else ["generate"]
             else:
                 self.check_scoring(s)
@@ -177,16 +177,25 @@ class Evaluator:
         if not self.task.label_set:
             raise ConfigError(f"scoring {scoring!r} needs a classification task (output.labels or metric.labels)",
                               file=str(self.task.path), field=where, fix="use scoring: [generate] for this task")
-        if self.adapter_kind != "completion":
-            raise ConfigError(f"scoring {scoring!r} reads next-token log-probabilities of a completion prompt; "
-                              f"this task uses the {self.adapter_kind} adapter", file=str(self.task.path),
-                              field=where, fix="use scoring: [generate], or a completion-style LM profile")
+        if not self._reads_labels():
+            raise ConfigError(f"scoring {scoring!r} reads next-token log-probabilities; the {self.backend.name} "
+                              f"backend does not give them for the {self.adapter_kind} adapter with this program",
+                              file=str(self.task.path), field=where,
+                              fix="use scoring: [generate], or a completion-style LM profile")
+
+    def _reads_labels(self) -> bool:
+        """Label readouts fit: a completion prompt, or a one-output chat program on a backend whose chat
+        calls give log-probabilities."""
+        if self.adapter_kind == "completion":
+            return True
+        return bool(getattr(self.backend, "chat_logprobs", False)) and len(make_signature(self.task).output_fields) == 1
 
     def _label_scores(self, resp: LMResponse) -> dict[str, float]:
         if not resp.logprobs:
             raise LMError("the LM returned no log-probabilities, which label-likelihood scoring needs",
                           file=str(self.task.path), field="optimizer.scoring",
-                          fix="use an endpoint whose /v1/completions returns logprobs, or scoring: [generate]")
+                          fix="use an endpoint that returns logprobs (/v1/completions, or /v1/chat/completions "
+                              "with top_logprobs), or scoring: [generate]")
         return label_logprobs(resp.logprobs[0], self.task.label_set or [])
 
     @staticmethod

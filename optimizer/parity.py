@@ -213,7 +213,9 @@ def _send(run: FinishedRun, artifact_path: str | Path, fmt: str, meta: dict[str,
             from .lm._local import embedded_model_path
 
             model_file = run.profile.model_path or embedded_model_path(run.profile.model)
-            template = meta.get("chat_template") if fmt == "openai-chat" and meta.get("chat_template") else CHAT_TEMPLATE
+            # a chat-adapter run's messages go through the model's own chat template (a stock chat endpoint)
+            template = None if run.adapter == "chat" else (
+                meta.get("chat_template") if fmt == "openai-chat" and meta.get("chat_template") else CHAT_TEMPLATE)
             with server(model_file, alias=str(target.model), n_ctx=run.profile.n_ctx,
                         chat_template=template) as url:
                 _call_client(url, artifact_path, inputs, out, target, len(examples))

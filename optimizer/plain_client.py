@@ -31,7 +31,10 @@ Parsing (``output_parsing``): ``first-line`` takes the first non-empty line of t
 ``chat-fields`` reads ``[[ ## name ## ]]`` sections (DSPy's chat format); ``label-likelihood``
 (classification) asks for one token with ``logprobs`` top-k, scores each label by the best
 top-k token that starts it (both compared lower-cased, without punctuation, articles and spaces),
-subtracts the ``calibration`` offset of each label where one is given, and answers the best label.
+subtracts the ``calibration`` offset of each label where one is given, and answers the best label;
+on a chat endpoint (``openai-chat``) it asks for ``logprobs``/``top_logprobs`` on the reply and reads the
+top-k of the answer's first token after ``answer_prefix`` (the ``[[ ## name ## ]]`` header), see
+``answer_top``.
 """
 
 from __future__ import annotations
@@ -146,6 +149,29 @@ def label_scores(top: dict, labels: list) -> dict:
     return out
 
 
+def answer_top(positions: list, prefix: str) -> dict:
+    """The top-k ``{token: logprob}`` of a chat reply's answer: at its first non-blank token after ``prefix``
+    (both compared without surrounding whitespace), or at its first non-blank token when the reply does not
+    open with the prefix's first characters (a plain answer); ``{}`` when neither. ``positions``: the reply's
+    ``(token, {token: logprob})`` pairs in order. The optimizer's OpenAI backend reads chat replies with it."""
+    want, text = prefix.strip(), ""
+    for token, top in positions:
+        if token.strip():
+            head = text.strip()
+            if want and head.endswith(want):
+                return dict(top)
+            if not head and not (want and token.lstrip().startswith(want[:2])):
+                return dict(top)
+        text += token
+    return {}
+
+
+def chat_positions(logprobs) -> list:
+    """``(token, {token: logprob})`` pairs from a chat completion's ``choice.logprobs``."""
+    content = getattr(logprobs, "content", None) or []
+    return [(c.token, {t.token: t.logprob for t in (c.top_logprobs or [])}) for c in content]
+
+
 def pick_label(top: dict, spec: dict) -> str:
     """The label-likelihood answer from one position's top-k ``{token: logprob}``."""
     calibration = spec.get("calibration") or {}
@@ -185,8 +211,36 @@ def parse(text: str, spec: dict) -> dict:
     if rule == "chat-fields":
         parts = re.split(r"\[\[ ## (\w+) ## \]\]", text or "")
         found = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+        if not all(found.get(n) for n in names):
+            found = unframed_fields(names, text or "") or found
         return {n: found.get(n, "") for n in names}
     raise ValueError(f"unknown output_parsing rule {rule!r}")
+
+
+_MARKER = re.compile(r"\[\[\s*##\s*(\w+)\s*##\s*\]\]")
+
+
+def unframed_fields(names: list, text: str):
+    """A chat reply without the ``[[ ## name ## ]]`` framing: a JSON object naming every output field (any
+    case), or, for one output field, the first non-empty line with stray markers and backticks taken out;
+    None when neither. The optimizer reads chat replies with this same function."""
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        try:
+            obj = json.loads(text[start:end + 1])
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            lower = {str(k).lower(): v for k, v in obj.items()}
+            got = {n: lower.get(n.lower()) for n in names}
+            if all(v not in (None, "") for v in got.values()):
+                return {n: v if isinstance(v, str) else json.dumps(v) for n, v in got.items()}
+    if len(names) == 1:
+        plain = _MARKER.sub("", text).replace("`", "")
+        first = next((ln.strip() for ln in plain.splitlines() if ln.strip()), "")
+        if first:
+            return {names[0]: first}
+    return None
 
 
 def load_artifact(path: str) -> dict:
@@ -285,6 +339,9 @@ def main(argv=None) -> int:
                         r = client.chat.completions.create(model=model, messages=req["messages"], extra_body=extra,
                                                            **params)
                         text = r.choices[0].message.content or ""
+                        if spec["rule"] == "label-likelihood":
+                            text = pick_label(answer_top(chat_positions(r.choices[0].logprobs),
+                                                         spec.get("answer_prefix") or ""), spec)
                     rec.update({"text": text, "parsed": parse(text, spec),
                                 "latency_s": round(time.perf_counter() - t0, 5),
                                 "prompt_tokens": getattr(r.usage, "prompt_tokens", None),

@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 #: fixtures that reach a real resource (the embedded model, a llama.cpp server, a real run built on the
 #: model); a test that uses one, directly or through another fixture, is marked ``integration``
-REAL_FIXTURES = {"model_path", "llama_server", "sst2_run"}
+REAL_FIXTURES = {"model_path", "instruct_model_path", "llama_server", "sst2_run"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,6 +49,14 @@ def model_path():
     from optimizer.lm._local import embedded_model_path
 
     return embedded_model_path()
+
+
+@pytest.fixture(scope="session")
+def instruct_model_path():
+    """The embedded instruct model (Qwen2.5-Coder-0.5B-Instruct), assembled and hash-checked."""
+    from optimizer.lm._embedded import INSTRUCT_MODEL, embedded_model_path
+
+    return embedded_model_path(INSTRUCT_MODEL)
 
 
 def _free_port() -> int:

@@ -97,6 +97,7 @@ def check_capabilities(profile: LMProfile, tmp_path) -> None:
     assert issubclass(cls, LMBackend) and cls.name == profile.backend
     assert isinstance(cls.free, bool) and isinstance(cls.serves_openai_api, bool)
     assert isinstance(cls.concurrent, bool) and cls.default_concurrency >= 1
+    assert isinstance(cls.chat_logprobs, bool)
     assert all(isinstance(k, str) for k in cls.export_extra_body)
     assert cls.default_adapter(profile) in ("completion", "chat")
     cls.check_profile(profile, "profile.yaml")  # a working profile passes its backend's check

@@ -126,7 +126,7 @@ def _optimize_until_stopped(task, opts, progress, on_event):
             raise KeyboardInterrupt
         on_event(*args, **kwargs)
 
-    def unraisable(u, previous_hook=sys.unraisablehook):
+    def unraisable(u):
         if not (u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt)):
             previous_hook(u)
 

@@ -47,6 +47,7 @@ def _silence_llama_logs() -> None:
 class LocalBackend(LMBackend):
     name = "local"
     free = True
+    chat_logprobs = True
     # llama.cpp's server applies repeat_penalty 1.1 by default; this backend decodes with 1.0
     export_extra_body = MappingProxyType({"repeat_penalty": 1.0})
 
@@ -124,6 +125,8 @@ class LocalBackend(LMBackend):
                     choice = out["choices"][0]
                     text = choice["text"]
                     lp = self._first_token_logprobs(llm, request.prompt, request.logprobs) if request.logprobs else None
+                elif request.logprobs:
+                    return self._chat_readout(llm, request)
                 else:
                     msgs = [{"role": r, "content": c} for r, c in request.messages or ()]
                     out = llm.create_chat_completion(msgs, **common)
@@ -140,6 +143,50 @@ class LocalBackend(LMBackend):
                               completion_tokens=int(usage.get("completion_tokens", 0)),
                               finish_reason=choice.get("finish_reason"), logprobs=lp)
 
+    def _chat_readout(self, llm, request: LMRequest) -> LMResponse:
+        """A chat label readout: the messages through the model's own chat template, the assistant's reply
+        opened with ``answer_prefix`` (the adapter's header), and the top-k of the next token, the answer's
+        first. No token is generated; the text is the most likely next token."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise LMError(f"{self.model_path.name} has no chat template", file=self.profile.source, field="adapter",
+                          fix="use adapter: completion for this model")
+        eos, bos = llm.token_eos(), llm.token_bos()
+        formatter = Jinja2ChatFormatter(template=template, eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+                                        bos_token=llm._model.token_get_text(bos) if bos != -1 else "")
+        rendered = formatter(messages=[{"role": r, "content": c} for r, c in request.messages or ()])
+        text = rendered.prompt + (request.answer_prefix or "")
+        tokens = llm.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        if len(tokens) + 1 > self.profile.n_ctx:
+            raise LMError(f"prompt of {len(tokens)} tokens does not fit the context of {self.profile.n_ctx}",
+                          file=self.profile.source, field="n_ctx",
+                          fix="raise n_ctx in the LM profile or use fewer/shorter demos")
+        top = self._top_after(llm, tokens, request.logprobs or 1)
+        return LMResponse(text=max(top, key=top.get) if top else "", prompt_tokens=len(tokens), completion_tokens=0,
+                          finish_reason="length", logprobs=[top])
+
+    def _top_after(self, llm, tokens: list[int], k: int) -> dict[str, float]:
+        """Top-k log-probabilities of the token after ``tokens``, evaluated over the KV cache's longest
+        shared prefix (one row of logits: ``logits_all`` stays off)."""
+        shared = min(llm.longest_token_prefix(llm._input_ids[:llm.n_tokens], tokens), len(tokens) - 1)
+        llm.n_tokens = shared  # eval drops the KV cache from here on
+        llm.eval(tokens[shared:])
+        return self._top_of_logits(llm, tokens, k)
+
+    def _top_of_logits(self, llm, tokens: list[int], k: int) -> dict[str, float]:
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+        logits -= logits.max()
+        logp = logits - np.log(np.exp(logits).sum())
+        out: dict[str, float] = {}
+        for t in np.argsort(-logp)[:k]:
+            piece = llm.detokenize([int(t)], prev_tokens=tokens).decode("utf-8", errors="replace")
+            out.setdefault(piece, float(logp[t]))
+        return out
+
     def _first_token_logprobs(self, llm, prompt: str, k: int) -> list[dict[str, float]]:
         """Top-k log-probabilities of the first generated token.
 
@@ -147,20 +194,10 @@ class LocalBackend(LMBackend):
         floats (4 GB for Gemma's 262k vocabulary at n_ctx 4096). Instead: re-evaluate the
         prompt's last token (its prefix stays in the KV cache) and read that one row of logits.
         """
-        import numpy as np
-
         tokens = self.tokenize(prompt)
         llm.n_tokens = len(tokens) - 1
         llm.eval(tokens[-1:])
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
-        logits -= logits.max()
-        logp = logits - np.log(np.exp(logits).sum())
-        top = np.argsort(-logp)[:k]
-        out: dict[str, float] = {}
-        for t in top:
-            piece = llm.detokenize([int(t)], prev_tokens=tokens).decode("utf-8", errors="replace")
-            out.setdefault(piece, float(logp[t]))
-        return [out]
+        return [self._top_of_logits(llm, tokens, k)]
 
     def close(self) -> None:
         if self._llm is not None:

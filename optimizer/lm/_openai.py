@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError, LMAuthError, LMCallFailed, LMConnectionError, LMError, RetryableError
+from ..plain_client import answer_top, chat_positions
 from .base import LMBackend, LMRequest, LMResponse, parse_retry_after
 from .cache import ResponseCache
 from .profiles import LMProfile
@@ -30,6 +31,7 @@ class OpenAIBackend(LMBackend):
     name = "openai"
     concurrent = True
     serves_openai_api = True
+    chat_logprobs = True
 
     @classmethod
     def default_adapter(cls, profile: LMProfile) -> str:
@@ -56,12 +58,15 @@ class OpenAIBackend(LMBackend):
 
     @property
     def model_id(self) -> str:
-        return f"openai:{self.profile.base_url}:{self.profile.model}:{self.profile.api}"
+        top = f":top{self.profile.top_logprobs}" if self.profile.top_logprobs != 20 else ""  # it moves label readouts
+        return f"openai:{self.profile.base_url}:{self.profile.model}:{self.profile.api}{top}"
 
     def _generate(self, request: LMRequest) -> LMResponse:
         import openai
 
-        common = dict(model=self.profile.model, max_tokens=request.max_tokens, temperature=request.temperature)
+        common = {"model": self.profile.model, self.profile.max_tokens_field: request.max_tokens,
+                  "temperature": request.temperature}
+        top_k = min(request.logprobs, self.profile.top_logprobs) if request.logprobs else None
         if request.stop:
             common["stop"] = list(request.stop)[:4]
         if request.temperature > 0:
@@ -70,8 +75,8 @@ class OpenAIBackend(LMBackend):
             if request.prompt is not None:
                 if self.profile.api == "chat":
                     msgs = [{"role": "user", "content": request.prompt}]
-                    return self._chat(msgs, request, common)
-                out = self._client.completions.create(prompt=request.prompt, logprobs=request.logprobs, **common)
+                    return self._chat(msgs, request, common, top_k)
+                out = self._client.completions.create(prompt=request.prompt, logprobs=top_k, **common)
                 choice = out.choices[0]
                 lp = None
                 if request.logprobs and choice.logprobs is not None and choice.logprobs.top_logprobs:
@@ -81,7 +86,7 @@ class OpenAIBackend(LMBackend):
                                   completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
                                   finish_reason=choice.finish_reason, logprobs=lp)
             msgs = [{"role": r, "content": c} for r, c in request.messages or ()]
-            return self._chat(msgs, request, common)
+            return self._chat(msgs, request, common, top_k)
         except openai.AuthenticationError:
             raise LMAuthError(f"{self.profile.base_url} refused the API key", file=self.profile.source,
                               field="api_key_env",
@@ -126,13 +131,17 @@ class OpenAIBackend(LMBackend):
                              fix="lower --concurrency, raise max_retries or timeout in the profile, or retry later")
         return RetryableError(final, kind=kind, retry_after=retry_after)
 
-    def _chat(self, msgs: list[dict], request: LMRequest, common: dict) -> LMResponse:
+    def _chat(self, msgs: list[dict], request: LMRequest, common: dict, top_k: int | None) -> LMResponse:
+        """A chat call; with ``logprobs`` the one top-k of the answer's first token (``answer_top``)."""
+        if top_k:
+            common = {**common, "logprobs": True, "top_logprobs": top_k}
         out = self._client.chat.completions.create(messages=msgs, **common)
         choice = out.choices[0]
         usage = out.usage
+        lp = [answer_top(chat_positions(choice.logprobs), request.answer_prefix or "")] if top_k else None
         return LMResponse(text=choice.message.content or "", prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                           completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                          finish_reason=choice.finish_reason)
+                          finish_reason=choice.finish_reason, logprobs=lp)
 
     def preflight(self) -> None:
         """GET /models: unreachable endpoints and refused keys fail here, before any paid call."""

@@ -51,6 +51,9 @@ class LMRequest:
     stop: tuple[str, ...] = ()
     sample: int = 0  # index of a sampled draw; part of the cache key so draws differ
     logprobs: int | None = None  # top-k log-probabilities of generated tokens, if wanted
+    # chat label readout: the reply's text before the answer (the adapter's header of the output field);
+    # with ``logprobs`` the response holds one top-k, that of the answer's first token after it
+    answer_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
@@ -62,6 +65,8 @@ class LMRequest:
 
     def cache_key(self, model_id: str) -> str:
         payload = {"model": model_id, **asdict(self)}
+        if self.answer_prefix is None:  # keys of requests without it are those from before it existed
+            del payload["answer_prefix"]
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -233,6 +238,10 @@ class LMBackend(ABC):
     #: request fields an export adds (the OpenAI client's ``extra_body``) so that an OpenAI-compatible
     #: server decodes as this backend did (read-only: copy before changing)
     export_extra_body: Mapping[str, Any] = MappingProxyType({})
+
+    #: label readouts work on chat requests too (``LMRequest.answer_prefix``): the top-k log-probabilities of
+    #: the answer's first token after the chat adapter's header
+    chat_logprobs: bool = False
 
     @classmethod
     def default_adapter(cls, profile: LMProfile) -> str:

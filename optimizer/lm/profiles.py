@@ -40,6 +40,8 @@ class LMProfile(BaseModel):
     base_url: str | None = None
     api: Literal["completions", "chat"] = "completions"
     api_key_env: str | None = None  # e.g. OPENAI_API_KEY; unset means "no key" (local servers)
+    top_logprobs: int = Field(default=20, ge=1)  # the endpoint's top-k limit (OpenAI: 20; legacy completions: 5)
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"  # o-series models: the latter
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
     # sampling defaults
