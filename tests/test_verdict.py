@@ -132,6 +132,10 @@ def test_verdict_p_values_match_stats_on_known_tables():
     # without the close baseline: both beaten after Holm (0.0039, 0.03125) -> improved
     v2 = verdict(winner, {k: base[k] for k in ("seed", "random_kshot")}, baseline_names("positive", 4))
     assert v2["status"] == "improved" and v2["words"].startswith("improved")
+    # a winner significantly below a baseline is said to be worse, not merely no better
+    v3 = verdict(base["seed"], {"random_kshot": winner}, baseline_names("positive", 4))
+    assert v3["status"] == "no_gain" and v3["tests"]["random_kshot"]["p_holm"] < 0.05
+    assert v3["words"].startswith("worse than the seed instruction with 4 random demos (0.500 vs 0.750")
 
 
 def test_paired_test_one_sided_and_bootstrap():

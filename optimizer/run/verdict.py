@@ -144,7 +144,8 @@ def verdict(best_test: list[float], baselines: dict[str, list[float]], names: di
     worst = max(lost or keys, key=lambda k: (tests[k]["p_holm"], -tests[k]["diff"]))
     t = tests[worst]
     if lost:
-        words = (f"no better than {names[worst]} ({t['winner']:.3f} vs {t['baseline']:.3f} on test, "
+        relation = "worse than" if t["diff"] < 0 and t["p_holm"] < ALPHA else "no better than"
+        words = (f"{relation} {names[worst]} ({t['winner']:.3f} vs {t['baseline']:.3f} on test, "
                  f"p = {t['p_holm']:.3g})")
     else:
         named = [names[k] for k in keys]
