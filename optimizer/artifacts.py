@@ -125,7 +125,8 @@ def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
                 "description": "request 1 token with logprobs; each label scores the best top-k token that starts "
                                "it, minus its calibration offset; the answer is the best label",
                 "fields": outs, "answer_field": run.task.output.name, "labels": run.task.label_set,
-                "top_logprobs": min(TOP_K, run.profile.top_logprobs), "calibration": offsets, "metric": run.summary.get("metric")}
+                "top_logprobs": min(TOP_K, run.profile.top_logprobs), "calibration": offsets,
+                "metric": run.summary.get("metric")}
         if ev.adapter_kind == "chat":  # read after the answer field's header in the reply (plain_client.answer_top)
             spec["answer_prefix"] = chat_header(run.task.output.name)
             spec["description"] = ("ask for the reply with logprobs and top_logprobs; at the answer's first token "

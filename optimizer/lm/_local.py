@@ -153,9 +153,11 @@ class LocalBackend(LMBackend):
         if not template:
             raise LMError(f"{self.model_path.name} has no chat template", file=self.profile.source, field="adapter",
                           fix="use adapter: completion for this model")
-        eos, bos = llm.token_eos(), llm.token_bos()
-        formatter = Jinja2ChatFormatter(template=template, eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-                                        bos_token=llm._model.token_get_text(bos) if bos != -1 else "")
+        def text_of(token: int) -> str:
+            return llm._model.token_get_text(token) if token != -1 else ""
+
+        formatter = Jinja2ChatFormatter(template=template, eos_token=text_of(llm.token_eos()),
+                                        bos_token=text_of(llm.token_bos()))
         rendered = formatter(messages=[{"role": r, "content": c} for r, c in request.messages or ()])
         text = rendered.prompt + (request.answer_prefix or "")
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
