@@ -2,7 +2,8 @@
 must not make the verdict say ``improved`` on test.
 
 Each replicate scores N copies of the same prompt (the SST-2 seed instruction with the same 4 demos) on the
-validation split under sampled decoding (temperature 0.7), every copy with its own sample indices: the
+validation split under sampled decoding (``--temperature``, default 1.0), every copy and example with its own
+sample index (a seed per call; one seed for every example would draw the same quantile each time): the
 copies differ only in the model's own sampling noise. The best copy on validation is the A/A winner; on
 test it is compared, paired and Holm-corrected as in every run (``optimizer.run.verdict.verdict``), with
 another copy of the prompt (the seed baseline) and with always answering the most frequent training label.
@@ -38,12 +39,12 @@ def _task():
 
 
 def _scores(ev, cand, examples, sample: int) -> list[float]:
-    """The prompt's scores under sampled decoding, draw ``sample`` for every example."""
+    """The prompt's scores under sampled decoding: draw ``sample`` of the prompt, a seed per example."""
     from optimizer.adapters import parse_response
 
     out = []
-    for ex in examples:
-        req = dataclasses.replace(ev.request(cand, ex.inputs), sample=sample)
+    for j, ex in enumerate(examples):  # its own draw per example: one seed for all would draw the same quantile
+        req = dataclasses.replace(ev.request(cand, ex.inputs), sample=sample * 10_000 + j)
         values, _ = parse_response(ev.adapter, ev.signature(cand), ev.backend.complete(req).text)
         out.append(float(ev.metric(ex, values)))
     return out
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--replicates", type=int, default=5)
     ap.add_argument("--copies", type=int, default=6)
-    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--cache-dir", default=str(ROOT / "experiments/results/aa_real/cache"))
     ap.add_argument("--out", default=str(ROOT / "experiments/results/aa_real/aa_real.json"))
     args = ap.parse_args(argv)
