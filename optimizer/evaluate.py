@@ -104,6 +104,7 @@ class Evaluator:
         self._calibration: dict[str, dict[str, float]] = {}
         self._knn: dict[tuple[str, ...], KnnIndex] = {}
         self._calibration_lock = threading.Lock()
+        self._label_readouts: bool | None = None
 
     @property
     def concurrency(self) -> int:
@@ -186,9 +187,10 @@ class Evaluator:
     def _reads_labels(self) -> bool:
         """Label readouts fit: a completion prompt, or a one-output chat program on a backend whose chat
         calls give log-probabilities."""
-        if self.adapter_kind == "completion":
-            return True
-        return bool(getattr(self.backend, "chat_logprobs", False)) and len(make_signature(self.task).output_fields) == 1
+        if self._label_readouts is None:  # fixed for this evaluator: asked once, not on every request
+            self._label_readouts = self.adapter_kind == "completion" or (
+                bool(getattr(self.backend, "chat_logprobs", False)) and len(make_signature(self.task).output_fields) == 1)
+        return self._label_readouts
 
     def _label_scores(self, resp: LMResponse) -> dict[str, float]:
         if not resp.logprobs:

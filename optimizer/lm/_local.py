@@ -196,10 +196,7 @@ class LocalBackend(LMBackend):
         floats (4 GB for Gemma's 262k vocabulary at n_ctx 4096). Instead: re-evaluate the
         prompt's last token (its prefix stays in the KV cache) and read that one row of logits.
         """
-        tokens = self.tokenize(prompt)
-        llm.n_tokens = len(tokens) - 1
-        llm.eval(tokens[-1:])
-        return [self._top_of_logits(llm, tokens, k)]
+        return [self._top_after(llm, self.tokenize(prompt), k)]
 
     def close(self) -> None:
         if self._llm is not None:
