@@ -129,7 +129,9 @@ def baseline_names(label: str | None, k: int | None) -> dict[str, str]:
 def verdict(best_test: list[float], baselines: dict[str, list[float]], names: dict[str, str],
             seed: int = 0) -> dict[str, Any]:
     """``improved`` when the winner beats every baseline on test (paired, two-sided, Holm-corrected,
-    p < 0.05, and a higher mean); else ``no_gain`` against the baseline with the highest corrected p."""
+    p < 0.05, and a higher mean); else ``no_gain`` against the strongest baseline it does not beat (the
+    highest test mean; ties: the highest corrected p), so that a winner under the label prior is said to
+    be, even when a weaker baseline is closer to it."""
     keys = list(baselines)
     raw = [paired_test(baselines[k], best_test, seed=seed) for k in keys]
     adj = holm([float(r["p_value"]) for r in raw])
@@ -141,7 +143,8 @@ def verdict(best_test: list[float], baselines: dict[str, list[float]], names: di
                     "diff": round(float(r["diff"]), 6), "p": _sig(float(r["p_value"])), "p_holm": _sig(a),
                     "beaten": bool(a < ALPHA and float(r["diff"]) > 0)}
     lost = [k for k in keys if not tests[k]["beaten"]]
-    worst = max(lost or keys, key=lambda k: (tests[k]["p_holm"], -tests[k]["diff"]))
+    worst = (max(lost, key=lambda k: (tests[k]["baseline"], tests[k]["p_holm"])) if lost
+             else max(keys, key=lambda k: (tests[k]["p_holm"], -tests[k]["diff"])))
     t = tests[worst]
     if lost:
         relation = "worse than" if t["diff"] < 0 and t["p_holm"] < ALPHA else "no better than"
