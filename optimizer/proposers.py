@@ -13,8 +13,15 @@ instructions. Registered proposers:
   proposer LM sees the instruction, the examples it got wrong (expected and
   produced answers) and the history of instructions tried so far with their
   probe scores (ProTeGi/GEPA-style reflection with an OPRO-style history) and
-  writes a fix; each accepted draft is scored on the same probe and joins the
-  history for the next round. Same filters and the same fallback as ``lm``.
+  writes a fix; each draft that passes the filters is scored on the same probe
+  and joins the history, and enters the pool only when it beats the instruction
+  it was written from on that probe (GEPA's acceptance). Same filters and the
+  same fallback as ``lm``.
+
+Every draft an LM wrote is recorded in the proposer notes (candidates.json):
+``accepted`` with the check it passed (its words, the task words it shares, and
+for reflective drafts the probe scores against its parent), ``rejected`` with
+the reason.
 
 The seed instruction is always candidate 0 and is not a proposer's job.
 """
@@ -50,6 +57,14 @@ class ProposalContext:
 class Proposal:
     text: str
     origin: str
+    check: dict[str, Any] | None = None  # what an LM-written draft passed (None: not written by an LM)
+
+
+def _record(ctx: ProposalContext, text: str, origin: str, check: dict[str, Any]) -> None:
+    """One LM draft in the notes: ``accepted`` (with its check) or ``rejected`` (with the reason)."""
+    key = "accepted" if check.get("passed") else "rejected"
+    ctx.notes.setdefault(key, []).append({"origin": origin, "text": text,
+                                          **{k: v for k, v in check.items() if k != "passed"}})
 
 
 class InstructionProposer(ABC):
@@ -176,24 +191,32 @@ class LMProposer(InstructionProposer):
         text = ctx.lm.complete(req).text
         return " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
 
-    def valid(self, text: str, ctx: ProposalContext, shots: list[Example]) -> bool:
+    def check(self, text: str, ctx: ProposalContext, shots: list[Example]) -> dict[str, Any]:
+        """The filters a draft must pass: ``{"passed": bool, ...}`` with the draft's word count and the
+        task words it shares when it passes, else the first reason it fails."""
         words = _WORD.findall(text)
         if not (4 <= len(words) <= 60):
-            return False
+            return {"passed": False, "reason": f"{len(words)} words (4 to 60 wanted)"}
         if sum(len(w) for w in words) < 0.6 * len(text.replace(" ", "")):
-            return False  # mostly symbols or numbers
+            return {"passed": False, "reason": "mostly symbols or numbers"}
         low = text.lower()
         words_low = {w.lower() for w in words}
         # on topic: shares a content word (or its stem) with the task, not just "do this task"
         vocab = task_vocabulary(ctx.task, shots)
-        if not any(w in vocab or any(w[:5] == v[:5] for v in vocab if len(w) >= 5 and len(v) >= 5)
-                   for w in words_low - _GENERIC):
-            return False
+        shared = sorted(w for w in words_low - _GENERIC
+                        if w in vocab or any(w[:5] == v[:5] for v in vocab if len(w) >= 5 and len(v) >= 5))
+        if not shared:
+            return {"passed": False, "reason": "off topic: shares no content word with the task"}
         for ex in shots:
             for v in ex.inputs.values():
                 if len(v) > 20 and v.lower()[:40] in low:
-                    return False  # quotes a training input: overfits
-        return ":" not in text.rstrip(":")[-20:] and not low.startswith(("input", "output"))
+                    return {"passed": False, "reason": "quotes a training input"}
+        if ":" in text.rstrip(":")[-20:] or low.startswith(("input", "output")):
+            return {"passed": False, "reason": "reads as a field, not an instruction"}
+        return {"passed": True, "words": len(words), "task_words": shared}
+
+    def valid(self, text: str, ctx: ProposalContext, shots: list[Example]) -> bool:
+        return bool(self.check(text, ctx, shots)["passed"])
 
     def propose(self, ctx: ProposalContext, n: int) -> list[Proposal]:
         if ctx.lm is None or n <= 0 or not ctx.train:
@@ -211,9 +234,13 @@ class LMProposer(InstructionProposer):
             except LMCallFailed as exc:  # a call lost after retries: keep the offline pool
                 ctx.notes["lm_proposer_error"] = str(exc)
                 break
-            if text and self.valid(text, ctx, shots) and text.lower() not in seen:
+            if not text or text.lower() in seen:
+                continue
+            check = self.check(text, ctx, shots)
+            _record(ctx, text, "lm", check)
+            if check["passed"]:
                 seen.add(text.lower())
-                found.append(Proposal(text, "lm"))
+                found.append(Proposal(text, "lm", check))
         ctx.notes["lm_drafts"] = slot + 1 if n else 0
         ctx.notes["lm_accepted"] = len(found)
         return found
@@ -302,11 +329,20 @@ class ReflectiveProposer(LMProposer):
                 except LMCallFailed as exc:  # a lost call: keep what we have, the offline pool fills the rest
                     ctx.notes["reflective_error"] = str(exc)
                     break
-                if not text or text.lower() in seen or not self.valid(text, ctx, [ex for ex, _ in failures]):
+                if not text or text.lower() in seen:
                     continue
                 seen.add(text.lower())
-                history.append((run(text), text))
-                found.append(Proposal(text, "reflective"))
+                check = self.check(text, ctx, [ex for ex, _ in failures])
+                if check["passed"]:
+                    score, parent_score = run(text), dict((t, sc) for sc, t in history)[current]
+                    history.append((score, text))
+                    check = {**check, "parent": current, "probe": round(score, 4),
+                             "parent_probe": round(parent_score, 4), "probe_examples": len(probe)}
+                    if score <= parent_score:
+                        check = {**check, "passed": False, "reason": "does not beat its parent on the probe"}
+                _record(ctx, text, "reflective", check)
+                if check["passed"]:
+                    found.append(Proposal(text, "reflective", check))
             current = max(history)[1]  # reflect on the best instruction so far next round
             failures = wrong_of[current]
         ctx.notes["reflective_drafts"] = drafts

@@ -1,5 +1,6 @@
 """Every instruction proposer registered in ``optimizer.plugins.PROPOSERS`` meets the same contract, checked
-with scripted LMs (the task LM is ``fakes.ScriptedBackend``; the proposer LM writes on-topic drafts).
+with scripted LMs (the task LM is ``fakes.ScriptedBackend``, which answers every example right under one of
+the writer's drafts; the proposer LM writes on-topic drafts).
 
 The contract: at most ``n`` proposals, each a non-empty instruction other than the seed, no two alike, the
 same ones for the same seed, no LM call (proposer or task LM) unless ``makes_lm_calls``, never more proposer
@@ -44,6 +45,18 @@ class Writer(LMBackend):
         return LMResponse(text=" " + DRAFTS[request.sample % len(DRAFTS)] + "\n", prompt_tokens=10, completion_tokens=12)
 
 
+class Heeding(ScriptedBackend):
+    """The scripted task LM, except that under one of the writer's drafts it answers every example right (a
+    draft that helps: what a reflective proposer's acceptance test looks for)."""
+
+    def _generate(self, request: LMRequest) -> LMResponse:
+        prompt = request.prompt or ""
+        if any(d in prompt for d in DRAFTS):
+            last = prompt.rsplit(self.input_prefix, 1)[-1].split("\n")[0].strip()
+            return LMResponse(text=f" {self.answers.get(last, self.wrong)}\n", prompt_tokens=1, completion_tokens=1)
+        return super()._generate(request)
+
+
 @pytest.fixture(scope="module")
 def task_and_train():
     task = sst2_task(train=30, validation=10, test=10)
@@ -52,7 +65,7 @@ def task_and_train():
 
 def context(task, train, seed=0):
     answers = {e.inputs["sentence"]: e.output for e in train}
-    task_lm = ScriptedBackend(answers)
+    task_lm = Heeding(answers)
     return ProposalContext(task, train, seed, Writer(), evaluator=make_evaluator(task, task_lm.profile, task_lm))
 
 

@@ -19,7 +19,7 @@ from optimizer.lm.base import LMResponse
 from optimizer.errors import ConfigError
 from optimizer.plain_client import KnnIndex, pick_label
 from optimizer.program import Candidate
-from optimizer.proposers import ProposalContext, ReflectiveProposer
+from optimizer.proposers import LMProposer, ProposalContext, ReflectiveProposer
 from optimizer.search import (ATTR, SearchSpace, balanced_weights, connect_study, open_storage, pareto_front,
                               pick_best, space_of, startup_trials)
 from optimizer.task import apply_preset
@@ -663,14 +663,24 @@ def test_every_ablation_preset_applies_by_path(preset):
 
 
 class _Writer(ScriptedBackend):
-    """A proposer LM that writes a fixed on-topic instruction."""
+    """A proposer LM that writes a fixed on-topic instruction; the task prompt answers every example right
+    under that instruction when ``helps`` (else as the scripted model does under any instruction)."""
+
+    FIX = "Decide whether the movie review sentiment is positive or negative."
+
+    def __init__(self, answers, helps: bool = True):
+        super().__init__(answers)
+        self.helps = helps
 
     def _generate(self, request):
-        if "Improved instruction:" in (request.prompt or ""):
-            from optimizer.lm.base import LMResponse
+        from optimizer.lm.base import LMResponse
 
+        if "Improved instruction:" in (request.prompt or ""):
             self.prompts.append(request.prompt)
-            return LMResponse(text=" Decide whether the movie review sentiment is positive or negative.\n")
+            return LMResponse(text=f" {self.FIX}\n")
+        if self.helps and self.FIX in (request.prompt or ""):
+            last = request.prompt.rsplit(self.input_prefix, 1)[-1].split("\n")[0].strip()
+            return LMResponse(text=f" {self.answers.get(last, self.wrong)}\n", prompt_tokens=1, completion_tokens=1)
         return super()._generate(request)
 
 
@@ -688,3 +698,29 @@ def test_reflective_proposer_sees_failures_and_history():
     hist = ctx.notes["reflective_history"]
     assert hist[0]["instruction"] == task.instruction and len(hist) == 2
     assert ctx.notes["probe_usage"]["calls"] > 0
+    # accepted because it beats its parent on the probe; the notes say so, with the task words it shares
+    (acc,) = ctx.notes["accepted"]
+    assert acc["origin"] == "reflective" and acc["text"] == _Writer.FIX and acc["parent"] == task.instruction
+    assert acc["probe"] == 1.0 > acc["parent_probe"] and "sentiment" in acc["task_words"]
+    assert found[0].check["probe"] == 1.0
+
+
+def test_reflective_draft_that_does_not_beat_its_parent_stays_out():
+    task = sst2_task()
+    splits = make_splits(task)
+    backend = _Writer({e.inputs["sentence"]: e.output for e in splits.train}, helps=False)
+    ctx = ProposalContext(task, splits.train, 0, backend, evaluator=make_evaluator(task, backend.profile, backend))
+    assert ReflectiveProposer().propose(ctx, 2) == []
+    (rej,) = ctx.notes["rejected"]
+    assert rej["reason"] == "does not beat its parent on the probe" and rej["probe"] == rej["parent_probe"]
+
+
+def test_lm_drafts_are_listed_with_their_check_or_the_reason_they_failed():
+    task = sst2_task()
+    ctx = ProposalContext(task, make_splits(task).train, 0, None)
+    prop = LMProposer()
+    ok = prop.check("Label the movie review as positive or negative sentiment.", ctx, [])
+    assert ok["passed"] and {"review", "sentiment"} <= set(ok["task_words"])
+    off = prop.check("A state is now in the process of reducing federal spending on healthcare.", ctx, [])
+    assert not off["passed"] and off["reason"].startswith("off topic")
+    assert prop.check("Too short.", ctx, [])["reason"] == "2 words (4 to 60 wanted)"

@@ -39,7 +39,18 @@ def candidate_space(ctx: RunContext) -> None:
     ctx.n_trials = int(ctx.setup["n_trials"])
     study.sampler = make_sampler(ctx.seed, setup_startup(ctx.setup, ctx.n_trials))  # what the creator fixed
     if ctx.notes or not (ctx.run.path / "candidates.json").exists():
-        ctx.run.write_json("candidates.json", {**ctx.space.describe(), **ctx.notes})
+        ctx.run.write_json("candidates.json", candidates_record(ctx.space.describe(), ctx.notes))
+
+
+def candidates_record(described: dict[str, Any], notes: dict[str, Any]) -> dict[str, Any]:
+    """candidates.json: the space, each LM-written instruction with the check it passed (from the proposer
+    notes, which also list the drafts that were turned down and why), and the selectors' notes."""
+    checks = {(a["origin"], a["text"]): {k: v for k, v in a.items() if k not in ("origin", "text")}
+              for a in (notes.get("proposer_notes") or {}).get("accepted", [])}
+    for entry in described["instructions"]:
+        if (entry["origin"], entry["text"]) in checks:
+            entry["check"] = checks[(entry["origin"], entry["text"])]
+    return {**described, **notes}
 
 
 def build_space(ctx: RunContext, data_id: str) -> None:
