@@ -105,6 +105,7 @@ class Evaluator:
         self._knn: dict[tuple[str, ...], KnnIndex] = {}
         self._calibration_lock = threading.Lock()
         self._label_readouts: bool | None = None
+        self.auto_note: str | None = None  # why ``auto`` fell back to generated text, when it did
 
     @property
     def concurrency(self) -> int:
@@ -159,12 +160,15 @@ class Evaluator:
             req = readout_request(req, sig, TOP_K)
         return req
 
-    def scorings(self, wanted: list[str]) -> list[str]:
-        """The task's ``optimizer.scoring`` list with ``auto`` resolved, checked, without repeats."""
+    def scorings(self, wanted: list[str], probe: Example | None = None) -> list[str]:
+        """The task's ``optimizer.scoring`` list with ``auto`` resolved, checked, without repeats. ``auto``
+        picks the label readouts where they fit and, given a ``probe`` example, where one readout of the
+        seed prompt on it comes back with log-probabilities (an OpenAI-compatible endpoint may ignore the
+        request: then generated text, and ``auto_note`` says why)."""
         out: list[str] = []
         for s in wanted:
             if s == "auto":
-                fits = bool(self.task.label_set) and self._reads_labels()
+                fits = bool(self.task.label_set) and self._reads_labels() and self._gives_logprobs(probe)
                 out += ["likelihood", "calibrated", "batch"] if fits else ["generate"]
             else:
                 self.check_scoring(s)
@@ -191,6 +195,17 @@ class Evaluator:
             self._label_readouts = self.adapter_kind == "completion" or (
                 bool(getattr(self.backend, "chat_logprobs", False)) and len(make_signature(self.task).output_fields) == 1)
         return self._label_readouts
+
+    def _gives_logprobs(self, probe: Example | None) -> bool:
+        """One label readout of the seed prompt on ``probe`` (through the cache: the search asks the same
+        request again) has log-probabilities; True without a probe (the plan, which calls no LM)."""
+        if probe is None:
+            return True
+        resp = self.backend.complete(self.request(Candidate(self.task.instruction, scoring="likelihood"), probe.inputs))
+        if not resp.logprobs:
+            self.auto_note = ("scoring auto: the LM returned no log-probabilities for a label readout, so answers "
+                              "are read from generated text")
+        return bool(resp.logprobs)
 
     def _label_scores(self, resp: LMResponse) -> dict[str, float]:
         if not resp.logprobs:

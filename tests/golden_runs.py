@@ -71,7 +71,7 @@ def _scripted_task(case: str):
 
     from optimizer.task import apply_preset
 
-    task = sst2_task(train=40, validation=24, test=40, trials=8, bootstrap_examples=12)
+    task = sst2_task(engine_defaults=True, train=40, validation=24, test=40, trials=8, bootstrap_examples=12)
     if case != "task":
         task = apply_preset(task, str(preset_path(case)))
         task.optimizer.trials = 8

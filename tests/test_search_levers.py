@@ -724,3 +724,47 @@ def test_lm_drafts_are_listed_with_their_check_or_the_reason_they_failed():
     off = prop.check("A state is now in the process of reducing federal spending on healthcare.", ctx, [])
     assert not off["passed"] and off["reason"].startswith("off topic")
     assert prop.check("Too short.", ctx, [])["reason"] == "2 words (4 to 60 wanted)"
+
+
+def test_a_task_that_names_no_optimizer_keys_gets_the_measured_best_method():
+    """The engine's defaults are the settings of `small-model-crossfit-both`, the best method of the
+    comparison: a preset file that names them changes nothing about a task that sets none of them."""
+    import yaml
+
+    from optimizer.task import OptimizerSpec
+
+    best = yaml.safe_load((PRESETS / "small-model-crossfit-both.yaml").read_text())["optimizer"]
+    defaults = OptimizerSpec()
+    for key, value in best.items():
+        assert getattr(defaults, key) == value, key
+    task = sst2_task(engine_defaults=True)
+    assert apply_preset(task, "small-model-crossfit-both").optimizer == task.optimizer
+
+
+class _NoLogprobs(ScriptedBackend):
+    """An endpoint that ignores the request for log-probabilities (as some OpenAI-compatible servers do)."""
+
+    def _generate(self, request):
+        resp = super()._generate(request)
+        if request.logprobs:
+            last = request.prompt.rsplit(self.input_prefix, 1)[-1].split("\n")[0].strip()
+            gold = self.answers.get(last)
+            h = int(__import__("hashlib").sha1(last.encode()).hexdigest(), 16) % 10
+            return LMResponse(text=f" {gold if gold and h < 6 else self.wrong}\n", prompt_tokens=resp.prompt_tokens,
+                              completion_tokens=1)
+        return resp
+
+
+def test_auto_scoring_reads_generated_text_when_the_lm_gives_no_logprobs(tmp_path):
+    task = sst2_task(engine_defaults=True, trials=3, bootstrap_examples=0, proposers=["offline"], crossfit=0)
+    s = make_splits(task)
+    backend = _NoLogprobs({e.inputs["sentence"]: e.output for e in s.train + s.validation + s.test})
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=backend))
+    cands = json.loads((tmp_path / "run" / "candidates.json").read_text())
+    assert cands["scorings"] == ["generate"] and "no log-probabilities" in cands["scoring_note"]
+    assert res.best.scoring == "generate" and res.summary["best"]["test"] > 0
+    # where they come back, auto reads labels and says nothing
+    with_lp = scripted_for(task)
+    optimize(task, RunOptions(out=tmp_path / "lp", backend=with_lp))
+    cands = json.loads((tmp_path / "lp" / "candidates.json").read_text())
+    assert cands["scorings"] == ["likelihood", "calibrated", "batch"] and "scoring_note" not in cands

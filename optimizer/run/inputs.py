@@ -16,6 +16,7 @@ from ..budget import PRICES_FILE, Budget, load_prices
 from ..data import Splits, search_splits, selection_examples
 from ..errors import ConfigError, MetricError
 from ..evaluate import Evaluator
+from ..examples import Example
 from ..lm import LMBackend, ResponseCache, create_backend, default_cache_dir, load_profile
 from ..lm.profiles import LMProfile
 from ..metrics import build_metric
@@ -62,10 +63,11 @@ def run_fingerprint(task: TaskSpec, profile: LMProfile, seed: int, study: str, s
                         "storage": redact_url(storage) if storage else None})
 
 
-def scorings_of(task: TaskSpec, evaluator: Evaluator) -> list[str]:
-    """The readouts the search uses. Batch calibration's offsets exist only once a trial has scored the
-    whole validation split, so it is one of several joint label readouts (``auto`` leaves it out otherwise)."""
-    scorings = evaluator.scorings(task.optimizer.scoring)
+def scorings_of(task: TaskSpec, evaluator: Evaluator, probe: Example | None = None) -> list[str]:
+    """The readouts the search uses (``probe``: the example ``auto`` checks log-probabilities on). Batch
+    calibration's offsets exist only once a trial has scored the whole validation split, so it is one of
+    several joint label readouts (``auto`` leaves it out otherwise)."""
+    scorings = evaluator.scorings(task.optimizer.scoring, probe)
     if BATCH not in scorings:
         return scorings
     others = [s for s in scorings if s != BATCH]
@@ -96,10 +98,10 @@ def load_inputs(ctx: RunContext) -> None:
     backend = ctx.backend
     ctx.emit("backend", usage=lambda: backend.usage)  # lets a progress display read live LM counters
     check_metric(ctx.evaluator, ctx.splits)
-    ctx.scorings = scorings_of(task, ctx.evaluator)
     if opts.preflight and opts.backend is None:
         for b in ctx.backends():
             b.preflight()
+    ctx.scorings = scorings_of(task, ctx.evaluator, ctx.splits.validation[0] if ctx.splits.validation else None)
     ctx.storage = open_storage(opts.storage) if opts.storage else None
     ctx.study_name = opts.study or f"{task.task}-seed{ctx.seed}"
     ctx.fingerprint = run_fingerprint(task, ctx.profile, ctx.seed, ctx.study_name, opts.storage)

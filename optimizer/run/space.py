@@ -86,6 +86,8 @@ def build_space(ctx: RunContext, data_id: str) -> None:
     if [space.fixed_params(k) for k in range(early)] != fixed:
         raise RuntimeError("an early slot's candidate changed when the demo pool was filled")
     ctx.notes = {"proposer_notes": pctx.notes, "selector_notes": sctx.notes}
+    if ctx.evaluator.auto_note:
+        ctx.notes["scoring_note"] = ctx.evaluator.auto_note
     ctx.setup = {"task": task.task, "seed": ctx.seed, "data": data_id, "n_trials": ctx.n_trials,
                  "validation": len(ctx.splits.validation), "optimizer_version": __version__,
                  "setup_calls": proposer_calls + phases["bootstrap"]["calls"],
