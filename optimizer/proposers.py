@@ -6,7 +6,9 @@ instructions. Registered proposers:
 - ``offline``: mutation operators that need no LM (rephrasings from the field
   names, output-format constraints, label definitions, a role, step by step).
 - ``lm``: the proposer LM reads labeled training examples and writes an
-  instruction (APE style). Its drafts are filtered (length, no copied inputs,
+  instruction (APE style); a chat writer (``optimizer.proposer_lm`` naming an
+  instruct model) also gets the task, a summary of the answers in the data and
+  the prompt's shape, and may write up to three sentences. Its drafts are filtered (length, no copied inputs,
   no duplicates); when the LM cannot write usable ones, fewer come back and the
   offline operators fill the pool.
 - ``reflective``: the task prompt is run on a probe of training examples; the
@@ -149,6 +151,33 @@ def task_vocabulary(task: TaskSpec, shots: list[Example]) -> set[str]:
     return {w.lower() for w in _WORD.findall(text) if len(w) >= 4} - _GENERIC
 
 
+_CHAT_ASK = ("Write the instruction, addressed to the model, in one to three sentences: what to decide and what to "
+             "look for in the input. Start with a verb. Do not quote the examples. Reply with the instruction only.")
+
+
+def _flat(text: str) -> str:
+    """Lower-case words joined by single spaces (punctuation and spacing do not hide a quotation)."""
+    return " ".join(w.lower() for w in re.findall(r"[A-Za-z0-9]+", text))
+
+
+def _echoes(flat: str, request: str, n: int = 4) -> bool:
+    """The draft repeats ``n`` consecutive words of ``request`` (the request it was given, or an input)."""
+    words = request.split()
+    return any(" ".join(words[i:i + n]) in flat for i in range(len(words) - n + 1))
+
+
+def _names_from(text: str, shots: list[Example], vocab: set[str]) -> list[str]:
+    """Capitalised words past a sentence's start that come from one example's input and not from the task's
+    own words (a person, a place, a title): an instruction about one example, not the task."""
+    inputs = " ".join(v for ex in shots for v in ex.inputs.values())
+    out = []
+    for m in re.finditer(r"(?<![.!?:]\s)(?<!^)\b([A-Z][a-z]{2,})\b", text):
+        w = m.group(1)
+        if w.lower() not in vocab and re.search(rf"\b{w}\b", inputs) and w not in out:
+            out.append(w)
+    return out
+
+
 class LMProposer(InstructionProposer):
     """The proposer LM induces an instruction from labeled examples (APE style)."""
 
@@ -181,13 +210,44 @@ class LMProposer(InstructionProposer):
         lines.append("Instruction:")
         return "\n".join(lines)
 
+    def _chat_prompt(self, task: TaskSpec, train: list[Example], shots: list[Example]) -> str:
+        """The request to an instruction-following writer (MIPROv2's grounding): what the task is, a summary
+        of the data (the answers and how often each occurs), the prompt the instruction will head, and
+        labeled examples; it asks for one to three sentences and nothing else."""
+        counts: dict[str, int] = {}
+        for ex in train:
+            counts[ex.output] = counts.get(ex.output, 0) + 1
+        fields = ", ".join(f.label for f in task.inputs)
+        lines = ["You are writing the instruction of a prompt. A language model reads the instruction, then an "
+                 "input, and writes the answer.",
+                 f"Task: {task.description or task.instruction}",
+                 f"The input: {fields}. The answer: {task.output.label}."]
+        if task.label_set:
+            lines.append(f"The answer is one of: {_join(list(task.label_set))}.")
+        if len(counts) <= 12:
+            shares = sorted(counts.items(), key=lambda kv: -kv[1])
+            lines.append("Answers in the training data: " + ", ".join(f"{a} {100 * n / len(train):.0f}%"
+                                                                      for a, n in shares) + ".")
+        lines += ["", "Examples of inputs with their correct answers:", ""]
+        for ex in shots:
+            lines += [f"{f.label}: {ex.inputs[f.name][:300]}" for f in task.inputs]
+            lines += [f"{task.output.label}: {ex.output}", ""]
+        lines.append(_CHAT_ASK)
+        return "\n".join(lines)
+
     def _draft(self, ctx: ProposalContext, prompt: str, sample: int) -> str:
-        """One sampled draft from the proposer LM: its first line, whitespace collapsed."""
+        """One sampled draft from the proposer LM, whitespace collapsed: a completion's first line, or a chat
+        writer's whole reply (up to three sentences) without a leading "Instruction:" or quotes."""
         if ctx.chat:
-            req = LMRequest.chat([{"role": "user", "content": prompt}], max_tokens=self.max_tokens,
+            req = LMRequest.chat([{"role": "user", "content": prompt}], max_tokens=2 * self.max_tokens,
                                  temperature=0.8, sample=sample)
-        else:
-            req = LMRequest(prompt=prompt, max_tokens=self.max_tokens, temperature=0.8, stop=("\n",), sample=sample)
+            text = " ".join(ctx.lm.complete(req).text.split())
+            text = re.sub(r"</?instruction>|\*\*|(?<=\s)- ", " ", text, flags=re.I)
+            text = re.sub(r"^\s*(improved )?instruction\s*:\s*", "", text, flags=re.I).strip().strip('"\'`').strip()
+            # up to three sentences, a numbered step ("1. ...") counting as one
+            parts = re.split(r"(?<=[A-Za-z)\]'\"][.!?])\s+|\s+(?=\d+\.\s)", text)
+            return " ".join(" ".join(parts[:3]).split())
+        req = LMRequest(prompt=prompt, max_tokens=self.max_tokens, temperature=0.8, stop=("\n",), sample=sample)
         text = ctx.lm.complete(req).text
         return " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
 
@@ -195,8 +255,8 @@ class LMProposer(InstructionProposer):
         """The filters a draft must pass: ``{"passed": bool, ...}`` with the draft's word count and the
         task words it shares when it passes, else the first reason it fails."""
         words = _WORD.findall(text)
-        if not (4 <= len(words) <= 60):
-            return {"passed": False, "reason": f"{len(words)} words (4 to 60 wanted)"}
+        if not (4 <= len(words) <= 80):
+            return {"passed": False, "reason": f"{len(words)} words (4 to 80 wanted)"}
         if sum(len(w) for w in words) < 0.6 * len(text.replace(" ", "")):
             return {"passed": False, "reason": "mostly symbols or numbers"}
         low = text.lower()
@@ -207,12 +267,23 @@ class LMProposer(InstructionProposer):
                         if w in vocab or any(w[:5] == v[:5] for v in vocab if len(w) >= 5 and len(v) >= 5))
         if not shared:
             return {"passed": False, "reason": "off topic: shares no content word with the task"}
+        flat = _flat(text)
         for ex in shots:
             for v in ex.inputs.values():
-                if len(v) > 20 and v.lower()[:40] in low:
+                if len(v) > 20 and (_flat(v)[:30] in flat or _echoes(flat, _flat(v), 6)):
                     return {"passed": False, "reason": "quotes a training input"}
+        named = _names_from(text, shots, vocab)
+        if named:
+            return {"passed": False, "reason": f"names what one example is about ({', '.join(named)})"}
         if ":" in text.rstrip(":")[-20:] or low.startswith(("input", "output")):
             return {"passed": False, "reason": "reads as a field, not an instruction"}
+        if text.rstrip().endswith("?"):
+            return {"passed": False, "reason": "a question, not an instruction"}
+        one = re.search(r"\b(?:correct )?answer is:?\s+[\"'`]?([A-Za-z]+)[\"'`]?\s*(?:[.!]|$)", text)
+        if one and ctx.task.label_set and one.group(1).lower() in {lab.lower() for lab in ctx.task.label_set}:
+            return {"passed": False, "reason": f"gives one answer for every input ({one.group(1)})"}
+        if ctx.chat and _echoes(flat, _flat(_CHAT_ASK)):
+            return {"passed": False, "reason": "repeats the request it was given"}
         return {"passed": True, "words": len(words), "task_words": shared}
 
     def valid(self, text: str, ctx: ProposalContext, shots: list[Example]) -> bool:
@@ -228,7 +299,8 @@ class LMProposer(InstructionProposer):
             if len(found) >= n:
                 break
             shots = rng.sample(ctx.train, min(self.k, len(ctx.train)))
-            prompt = self._meta_prompt(ctx.task, shots)
+            prompt = (self._chat_prompt(ctx.task, ctx.train, shots) if ctx.chat
+                      else self._meta_prompt(ctx.task, shots))
             try:
                 text = self._draft(ctx, prompt, slot)
             except LMCallFailed as exc:  # a call lost after retries: keep the offline pool

@@ -723,7 +723,19 @@ def test_lm_drafts_are_listed_with_their_check_or_the_reason_they_failed():
     assert ok["passed"] and {"review", "sentiment"} <= set(ok["task_words"])
     off = prop.check("A state is now in the process of reducing federal spending on healthcare.", ctx, [])
     assert not off["passed"] and off["reason"].startswith("off topic")
-    assert prop.check("Too short.", ctx, [])["reason"] == "2 words (4 to 60 wanted)"
+    assert prop.check("Too short.", ctx, [])["reason"] == "2 words (4 to 80 wanted)"
+    assert prop.check("Which sentiment does the movie review express?", ctx, [])["reason"].startswith("a question")
+    one = prop.check("Read the movie review carefully. The correct answer is \"positive\".", ctx, [])
+    assert one["reason"] == "gives one answer for every input (positive)"
+    shot = Example("x", {"sentence": "Tom Hanks is wonderful as the lonely castaway in this film"}, "positive")
+    named = prop.check("Decide the movie review sentiment the way Hanks would.", ctx, [shot])
+    assert named["reason"] == "names what one example is about (Hanks)"
+    quoted = prop.check("Label the sentiment; e.g. tom hanks is wonderful, as the lonely castaway -> positive.",
+                        ctx, [shot])
+    assert quoted["reason"] == "quotes a training input"
+    chat = ProposalContext(task, ctx.train, 0, None, chat=True)
+    echo = prop.check("Decide the movie review sentiment: what to decide and what to look for in the input.", chat, [])
+    assert echo["reason"] == "repeats the request it was given"
 
 
 def test_a_task_that_names_no_optimizer_keys_gets_the_measured_best_method():
