@@ -7,10 +7,10 @@ instructions. Registered proposers:
   names, output-format constraints, label definitions, a role, step by step).
 - ``lm``: the proposer LM reads labeled training examples and writes an
   instruction (APE style); a chat writer (``optimizer.proposer_lm`` naming an
-  instruct model) also gets the task, a summary of the answers in the data and
-  the prompt's shape, and may write up to three sentences. Its drafts are filtered (length, no copied inputs,
-  no duplicates); when the LM cannot write usable ones, fewer come back and the
-  offline operators fill the pool.
+  instruct model) also gets the task and a summary of the answers in the data,
+  and may write up to three sentences. Its drafts are filtered (``check``: length,
+  on topic, no quoted inputs, no duplicates); when the LM cannot write usable
+  ones, fewer come back and the offline operators fill the pool.
 - ``reflective``: the task prompt is run on a probe of training examples; the
   proposer LM sees the instruction, the examples it got wrong (expected and
   produced answers) and the history of instructions tried so far with their
@@ -211,9 +211,9 @@ class LMProposer(InstructionProposer):
         return "\n".join(lines)
 
     def _chat_prompt(self, task: TaskSpec, train: list[Example], shots: list[Example]) -> str:
-        """The request to an instruction-following writer (MIPROv2's grounding): what the task is, a summary
-        of the data (the answers and how often each occurs), the prompt the instruction will head, and
-        labeled examples; it asks for one to three sentences and nothing else."""
+        """The request to an instruction-following writer (MIPROv2's grounding): what the task is, its input
+        and answer fields, a summary of the data (the answers and how often each occurs) and labeled
+        examples; it asks for one to three sentences and nothing else."""
         counts: dict[str, int] = {}
         for ex in train:
             counts[ex.output] = counts.get(ex.output, 0) + 1
