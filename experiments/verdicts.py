@@ -8,6 +8,7 @@ degenerate, and the promotion rule that chose it. Rows are appended to ``verdict
 
     .venv/bin/python experiments/verdicts.py [TASK ...]        # run (resumable) and make the table
     .venv/bin/python experiments/verdicts.py --preset NAME [TASK ...]   # the same command with --preset NAME
+                                             # (a user preset, or an experiment preset of experiments/presets)
     .venv/bin/python experiments/verdicts.py --table           # only make the table from the rows
 """
 
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rows import ROOT, append_row, git_commit, load_rows, provenance  # noqa: E402
+from rows import ROOT, append_row, git_commit, load_rows, preset_path, provenance  # noqa: E402
 
 OUT = ROOT / "experiments" / "results" / "verdicts"
 TASKS = ("sst2", "trec", "ag_news", "bbh_navigate", "bbh_sports", "gsm8k")
@@ -29,7 +30,7 @@ TASKS = ("sst2", "trec", "ag_news", "bbh_navigate", "bbh_sports", "gsm8k")
 def run_task(task: str, preset: str | None = None) -> dict:
     run = OUT / "runs" / (f"{task}-seed0" + (f"-{preset}" if preset else ""))
     cmd = [sys.executable, "-m", "optimizer.cli", str(ROOT / "tasks" / task / "task.yaml"), "--out", str(run),
-           "--cache-dir", str(OUT / "cache"), "--quiet"] + (["--preset", preset] if preset else [])
+           "--cache-dir", str(OUT / "cache"), "--quiet"] + (["--preset", str(preset_path(preset))] if preset else [])
     subprocess.run(cmd, cwd=ROOT, check=True)
     s = json.loads((run / "summary.json").read_text())
     b = s["baselines"]
