@@ -101,7 +101,7 @@ def load_inputs(ctx: RunContext) -> None:
     if opts.preflight and opts.backend is None:
         for b in ctx.backends():
             b.preflight()
-    ctx.scorings = scorings_of(task, ctx.evaluator, ctx.splits.validation[0] if ctx.splits.validation else None)
+    ctx.scorings = scorings_of(task, ctx.evaluator)  # checked here; auto's probe waits for the budget (build_space)
     ctx.storage = open_storage(opts.storage) if opts.storage else None
     ctx.study_name = opts.study or f"{task.task}-seed{ctx.seed}"
     ctx.fingerprint = run_fingerprint(task, ctx.profile, ctx.seed, ctx.study_name, opts.storage)

@@ -16,7 +16,7 @@ from ..search import (ATTR, SearchSpace, check_setup, ensure_slots, make_sampler
 from ..plugins import SELECTORS
 from ..selectors import SelectionContext, demo_pool, fill_pool
 from .context import RunContext
-from .inputs import data_fingerprint
+from .inputs import data_fingerprint, scorings_of
 from .trials import run_early_slots
 
 
@@ -57,6 +57,8 @@ def build_space(ctx: RunContext, data_id: str) -> None:
     """The creator's part: propose instructions, select demo sets, run the start trials that need no
     bootstrapped set, let the bootstrap teacher fill the rest of the pool, and publish the space."""
     task, opts, phases = ctx.task, ctx.opts, ctx.phases
+    # auto's one label readout of the seed prompt, now that the budget and the spend log count it
+    ctx.scorings = scorings_of(task, ctx.evaluator, ctx.splits.validation[0] if ctx.splits.validation else None)
     pool, pctx = propose_instructions(ctx)
 
     ctx.emit("phase", name="demos")
