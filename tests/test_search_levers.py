@@ -4,6 +4,7 @@ pick, the search call cap, presets and the reflective proposer. The real-model p
 test_search_levers_real_model.py."""
 
 import collections
+import hashlib
 import json
 from pathlib import Path
 
@@ -761,7 +762,7 @@ class _NoLogprobs(ScriptedBackend):
         if request.logprobs:
             last = request.prompt.rsplit(self.input_prefix, 1)[-1].split("\n")[0].strip()
             gold = self.answers.get(last)
-            h = int(__import__("hashlib").sha1(last.encode()).hexdigest(), 16) % 10
+            h = int(hashlib.sha1(last.encode()).hexdigest(), 16) % 10
             return LMResponse(text=f" {gold if gold and h < 6 else self.wrong}\n", prompt_tokens=resp.prompt_tokens,
                               completion_tokens=1)
         return resp
