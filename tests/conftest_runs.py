@@ -46,12 +46,14 @@ def small_sst2_task(path: Path, *, sizes: tuple[int, int, int] = (40, 24, 60), *
 
 
 def build_sst2_run(tmp_path_factory) -> SmallRun:
-    from conftest import run_cli
+    """The shared real-model SST-2 run the export, report and bench tests read, made under the mechanism
+    tests' settings (generated answers and fixed demo sets, which every export format carries)."""
+    from conftest import MECHANISM_SETTINGS, run_cli
 
     persistent = os.environ.get("OPTIMIZER_TEST_RUN_CACHE")
     root = Path(persistent) if persistent else tmp_path_factory.mktemp("sst2run")
     root.mkdir(parents=True, exist_ok=True)
-    task = small_sst2_task(root / "task.yaml")
+    task = small_sst2_task(root / "task.yaml", **MECHANISM_SETTINGS)
     run, cache = root / "runs" / "sst2-small", root / "cache"
     status = run / "status.json"
     if not (status.exists() and json.loads(status.read_text()).get("status") == "finished"):
