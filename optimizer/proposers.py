@@ -286,9 +286,6 @@ class LMProposer(InstructionProposer):
             return {"passed": False, "reason": "repeats the request it was given"}
         return {"passed": True, "words": len(words), "task_words": shared}
 
-    def valid(self, text: str, ctx: ProposalContext, shots: list[Example]) -> bool:
-        return bool(self.check(text, ctx, shots)["passed"])
-
     def propose(self, ctx: ProposalContext, n: int) -> list[Proposal]:
         if ctx.lm is None or n <= 0 or not ctx.train:
             return []
