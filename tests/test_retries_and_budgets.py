@@ -182,7 +182,7 @@ def test_dry_run_projects_without_calling(tmp_path, capsys):
     plan = json.loads(capsys.readouterr().out)
     # trials: 100 validation + 60 cross-fitted training examples each (the default crossfit);
     # test x2 + seed on val + the random k-shot baseline on test; the confirmation sample: 4 prompts x 100
-    assert plan["phases"]["search"]["calls"] == 10 * (100 + 60) and plan["phases"]["test"]["calls"] == 600 + 100 + 300
+    assert plan["phases"]["search"]["calls"] == 10 * (100 + 60) and plan["phases"]["test"]["calls"] == 2 * 1000 + 100 + 1000
     assert plan["phases"]["confirmation"]["calls"] == 4 * 100
     assert plan["total"]["calls"] == sum(p["calls"] for p in plan["phases"].values())
     assert plan["total"]["prompt_tokens"] > plan["total"]["calls"] * 20 and plan["total"]["cost"] > 0
