@@ -10,8 +10,9 @@
     Sentence: <input>
     Sentiment:
 
-and parses the first line of the continuation (for several output fields, as
-in chain of thought, it splits the continuation at each later field's prefix).
+and parses the first line of the continuation, or all of it for an output with ``format: text``, or its
+first JSON value for ``format: json`` (``answers``); for several output fields, as in chain of thought,
+it splits the continuation at each later field's prefix.
 It is a ``dspy.Adapter``, so a DSPy program run with ``dspy.context(adapter=
 CompletionAdapter())`` renders the same text. Chat models use DSPy's own
 ``ChatAdapter``. ``render_request`` turns either into one ``LMRequest`` (for chat, ``max_tokens`` plus
@@ -25,6 +26,7 @@ from typing import Any
 
 import dspy
 
+from .answers import json_problem, read_value
 from .lm.base import LMRequest
 from .plain_client import unframed_fields
 
@@ -33,6 +35,11 @@ def field_prefix(signature: type[dspy.Signature], name: str) -> str:
     extra = signature.fields[name].json_schema_extra or {}
     prefix = str(extra.get("prefix") or name.replace("_", " ").capitalize() + ":")
     return prefix if prefix.endswith(":") else prefix + ":"
+
+
+def field_format(signature: type[dspy.Signature], name: str) -> str:
+    """How an output field's answer is read: ``line`` (the default), ``text`` or ``json``."""
+    return str((signature.fields[name].json_schema_extra or {}).get("format") or "line")
 
 
 def _value(v: Any) -> str:
@@ -73,6 +80,8 @@ class CompletionAdapter(dspy.Adapter):
         # Not a bare "\n": base models often start the answer with a newline, and a stop there
         # returns an empty answer. The parser takes the first non-empty line.
         first_input = field_prefix(signature, next(iter(signature.input_fields)))
+        if field_format(signature, list(signature.output_fields)[-1]) != "line":  # blank lines may be the answer's
+            return ("\n" + first_input,)
         if len(signature.output_fields) == 1:
             return ("\n\n", "\n" + first_input, "\n" + field_prefix(signature, next(iter(signature.output_fields))))
         return ("\n\n", "\n" + first_input)
@@ -81,8 +90,7 @@ class CompletionAdapter(dspy.Adapter):
         outputs = list(signature.output_fields)
         text = completion or ""
         if len(outputs) == 1:
-            first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-            return {outputs[0]: first}
+            return {outputs[0]: read_value(text, field_format(signature, outputs[0]))}
         values: dict[str, Any] = {}
         rest = text
         for i, name in enumerate(outputs):
@@ -96,7 +104,7 @@ class CompletionAdapter(dspy.Adapter):
                     values[name] = rest[:pos].strip()
                     rest = rest[pos + len(nxt):]
             else:
-                values[name] = next((ln.strip() for ln in rest.splitlines() if ln.strip()), "")
+                values[name] = read_value(rest, field_format(signature, name))
         # no final field found: fall back to the last line of the previous one
         if not values.get(outputs[-1]) and values.get(outputs[-2]):
             values[outputs[-1]] = values[outputs[-2]].strip().splitlines()[-1].strip()
@@ -158,15 +166,21 @@ def parse_response(adapter: dspy.Adapter, signature: type[dspy.Signature], text:
     """Parsed output fields and whether parsing succeeded. A chat answer that misses the adapter's framing
     is read plainly or as JSON (``plain_client.unframed_fields``, as exports are read) before it counts as a
     parse failure (scored wrong)."""
+    formats = {n: field_format(signature, n) for n in signature.output_fields}
     try:
         values = adapter.parse(signature, text)
     except Exception:
         if isinstance(adapter, CompletionAdapter):
             return {n: "" for n in signature.output_fields}, False
-        values = unframed_fields(list(signature.output_fields), text or "")
+        values = unframed_fields(list(signature.output_fields), text or "", formats)
         if values is None:
             return {n: "" for n in signature.output_fields}, False
     ok = all(str(values.get(n) or "").strip() for n in signature.output_fields) and not values.pop(
         "_parse_fallback", False)
     values.pop("_parse_fallback", None)
+    for name, fmt in formats.items():
+        if fmt == "json":  # the value read as JSON (a chat reply's section too), then checked
+            values[name] = read_value(str(values.get(name) or ""), "json")
+            schema = (signature.fields[name].json_schema_extra or {}).get("schema")
+            ok = ok and json_problem(values[name], schema) is None
     return values, ok

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from .adapters import chat_header, field_prefix
+from .adapters import chat_header, field_format, field_prefix
 from .errors import ConfigError
 from .evaluate import Evaluator
 from .lm import backend_class
@@ -112,7 +112,8 @@ def chat_messages(ev: Evaluator, cand: Candidate, inputs: dict[str, str]) -> lis
 def _fields(ev: Evaluator, run: FinishedRun) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     sig = ev.signature(Candidate(run.task.instruction))
     ins = [{"name": n, "prefix": field_prefix(sig, n)} for n in sig.input_fields]
-    outs = [{"name": n, "prefix": field_prefix(sig, n)} for n in sig.output_fields]
+    outs = [{"name": n, "prefix": field_prefix(sig, n),
+             **({"format": field_format(sig, n)} if field_format(sig, n) != "line" else {})} for n in sig.output_fields]
     return ins, outs
 
 
@@ -137,14 +138,20 @@ def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
         return spec
     if ev.adapter_kind == "chat":
         rule, text = "chat-fields", "the text after each `[[ ## name ## ]]` marker, stripped"
+    elif len(outs) == 1 and outs[0].get("format") == "json":
+        rule, text = "json-object", "the first JSON object or array in the answer, written compactly"
+    elif len(outs) == 1 and outs[0].get("format") == "text":
+        rule, text = "whole-text", "the whole answer, stripped"
     elif len(outs) == 1:
         rule, text = "first-line", "the first non-empty line of the answer, stripped"
     else:
-        rule, text = "prefixed-fields", ("split the answer at each later field's prefix; the last field is the "
-                                         "first non-empty line after its prefix")
+        rule, text = "prefixed-fields", ("split the answer at each later field's prefix; the last field is read "
+                                         "by its format (first-line when none is given) after its prefix")
     spec: dict[str, Any] = {"rule": rule, "description": text, "fields": outs, "answer_field": run.task.output.name}
     if run.task.label_set:
         spec["labels"] = run.task.label_set
+    if run.task.output.json_schema is not None:  # what the optimizer checked each answer against
+        spec["schema"] = run.task.output.json_schema
     spec["metric"] = run.summary.get("metric")
     return spec
 

@@ -16,6 +16,7 @@ the source.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .answers import json_problem
 from .errors import ConfigError, DataError
 from .examples import Example, stratified_sample
 from .task import TaskSpec
@@ -194,6 +196,16 @@ def _extract(value: Any, pattern: str | None) -> str | None:
     return (m.group(1) if m.groups() else m.group(0)).strip()
 
 
+def _gold_json(task: TaskSpec, source: str, idx: int, text: str) -> str:
+    """A gold JSON answer written compactly (as answers are read), after the schema check."""
+    problem = json_problem(text, task.output.json_schema)
+    if problem:
+        raise DataError(f"row {idx} of split {source!r}: the output is {problem}: {text[:60]!r}",
+                        file=str(task.path), field="output.schema" if task.output.json_schema else "output.format",
+                        fix="correct the row, or the schema, or remove `format: json`")
+    return json.dumps(json.loads(text), ensure_ascii=False)
+
+
 def to_examples(task: TaskSpec, source: str, rows: list[dict[str, Any]]) -> list[Example]:
     """Map raw rows to Examples; missing columns and unknown labels are DataErrors."""
     columns = set(rows[0].keys())
@@ -219,7 +231,12 @@ def to_examples(task: TaskSpec, source: str, rows: list[dict[str, Any]]) -> list
                 raise DataError(f"row {idx} of split {source!r}: input pattern did not match {str(row.get(f.source))[:60]!r}",
                                 file=str(task.path), field=f"inputs.{f.name}.pattern", fix="adjust the pattern")
             inputs[f.name] = val
-        raw_out = _extract(row.get(out_spec.source), out_spec.pattern)
+        cell = row.get(out_spec.source)
+        if out_spec.answer_format == "json" and not isinstance(cell, str):  # a parsed JSON cell (jsonl)
+            cell = json.dumps(cell, ensure_ascii=False)
+        raw_out = _extract(cell, out_spec.pattern)
+        if raw_out is not None and out_spec.answer_format == "json":
+            raw_out = _gold_json(task, source, idx, raw_out)
         if raw_out is None:
             raise DataError(f"row {idx} of split {source!r}: output pattern did not match "
                             f"{str(row.get(out_spec.source))[:60]!r}", file=str(task.path), field="output.pattern",

@@ -2,13 +2,15 @@
 
 Built in: ``exact_match`` (normalised), ``label_accuracy`` (prediction mapped
 onto a fixed label set), ``contains``, ``token_f1``, ``numeric`` (last number,
-GSM8K style), ``regex`` (extract, then any of the above) and ``custom`` (a user
+GSM8K style), ``regex`` (extract, then any of the above), ``json_fields`` (a
+JSON answer key by key, with any of the text metrics) and ``custom`` (a user
 function ``module:function`` or ``path/to/file.py:function`` called as
 ``fn(example, prediction)`` with DSPy objects, returning a float or bool).
 
 Each is a ``Metric`` subclass registered in ``optimizer.plugins.METRICS`` under
 its ``metric.name``; what it needs from the task file is said by capabilities
-(``needs_labels``, ``needs_pattern``, ``needs_function``, ``compares_text``),
+(``needs_labels``, ``needs_pattern``, ``needs_function``, ``needs_json``,
+``compares_text``),
 which the task schema and ``build_metric`` read.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import importlib
+import json
 import importlib.util
 import re
 import string
@@ -24,6 +27,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from .answers import json_problem, load_json
 from .errors import MetricError
 from .plugins import METRICS
 from .task import MetricSpec, TaskSpec
@@ -122,6 +126,8 @@ class Metric(ABC):
     needs_pattern: ClassVar[bool] = False
     #: needs ``metric.function`` (``module:function`` or ``file.py:function``)
     needs_function: ClassVar[bool] = False
+    #: scores JSON answers: needs ``output.format: json``
+    needs_json: ClassVar[bool] = False
 
     def __init__(self, task: TaskSpec, spec: MetricSpec):
         self.name = spec.name
@@ -201,6 +207,42 @@ class RegexMetric(Metric):
 
     def __call__(self, example: Any, prediction: dict[str, Any]) -> float:
         return self.inner.score_text(example.output, self.extract(self.predicted_text(prediction)))
+
+
+class JsonFields(Metric):
+    """A JSON answer (``output.format: json``) scored key by key: the mean over the gold object's keys (or
+    ``metric.fields``) of ``then`` (a text metric, ``exact_match`` by default) on each key's value, values
+    that are not strings written as JSON; 0 for an answer that is not JSON or fails ``output.schema``."""
+
+    needs_json = True
+
+    def __init__(self, task: TaskSpec, spec: MetricSpec):
+        super().__init__(task, spec)
+        if self.needs_json and task.output.answer_format != "json":
+            raise MetricError("json_fields scores JSON answers", file=str(task.path), field="output.format",
+                              fix="set `format: json` on the output, or pick a text metric")
+        then = spec.then or "exact_match"
+        self.inner = METRICS.get(then)(task, spec.model_copy(update={"name": then}))
+        self.fields = spec.fields
+        self.schema = task.output.json_schema
+        self.name = f"json_fields>{then}"
+
+    @staticmethod
+    def _text(v: Any) -> str:
+        return v if isinstance(v, str) else "" if v is None else json.dumps(v, ensure_ascii=False)
+
+    def __call__(self, example: Any, prediction: dict[str, Any]) -> float:
+        gold, _ = load_json(example.output)
+        text = self.predicted_text(prediction)
+        if json_problem(text, self.schema) is not None:
+            return 0.0
+        pred, _ = load_json(text)
+        if not isinstance(gold, dict):  # a list or a scalar: the whole value
+            return self.inner.score_text(self._text(gold), self._text(pred))
+        keys = self.fields or list(gold)
+        if not isinstance(pred, dict) or not keys:
+            return 0.0
+        return sum(self.inner.score_text(self._text(gold.get(k)), self._text(pred.get(k))) for k in keys) / len(keys)
 
 
 class CustomMetric(Metric):

@@ -27,7 +27,10 @@ Rendering rules (``render: completion-v1`` in the artifacts):
   template, applied by the server) turns them back into the completion prompt.
 
 Parsing (``output_parsing``): ``first-line`` takes the first non-empty line of the answer;
-``prefixed-fields`` splits the answer at the later fields' prefixes (chain of thought);
+``whole-text`` the whole answer, stripped (an output with ``format: text``); ``json-object`` the first
+JSON object or array in the answer, written compactly (``format: json``; the answer stripped when none
+parses); ``prefixed-fields`` splits the answer at the later fields' prefixes (chain of thought), the
+last field read by its ``format`` (``line`` when absent) as above;
 ``chat-fields`` reads ``[[ ## name ## ]]`` sections (DSPy's chat format); ``label-likelihood``
 (classification) asks for one token with ``logprobs`` top-k, scores each label by the best
 top-k token that starts it (both compared lower-cased, without punctuation, articles and spaces),
@@ -185,12 +188,39 @@ def pick_label(top: dict, spec: dict) -> str:
     return best
 
 
+def first_json(text: str):
+    """The first JSON object or array in ``text``, written compactly (keys in their order, non-ASCII kept);
+    None when none parses."""
+    decoder = json.JSONDecoder()
+    text = text or ""
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            try:
+                obj, _ = decoder.raw_decode(text, i)
+            except ValueError:
+                continue
+            return json.dumps(obj, ensure_ascii=False)
+    return None
+
+
+def read_value(text: str, fmt: str = "line") -> str:
+    """An output field's value by its ``format``: ``line`` the first non-empty line, ``text`` all of it,
+    ``json`` the first JSON value written compactly (the text itself when none parses); stripped."""
+    text = text or ""
+    if fmt == "text":
+        return text.strip()
+    if fmt == "json":
+        found = first_json(text)
+        return found if found is not None else text.strip()
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+
+
 def parse(text: str, spec: dict) -> dict:
     rule = spec["rule"]
     names = [f["name"] for f in spec["fields"]]
-    if rule == "first-line":
-        first = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
-        return {names[0]: first}
+    formats = {f["name"]: f.get("format", "line") for f in spec["fields"]}
+    if rule in ("first-line", "whole-text", "json-object"):
+        return {names[0]: read_value(text, {"first-line": "line", "whole-text": "text"}.get(rule, "json"))}
     if rule == "prefixed-fields":
         values, rest = {}, text or ""
         for i, f in enumerate(spec["fields"]):
@@ -202,7 +232,7 @@ def parse(text: str, spec: dict) -> dict:
                 else:
                     values[f["name"]], rest = rest[:pos].strip(), rest[pos + len(nxt):]
             else:
-                values[f["name"]] = next((ln.strip() for ln in rest.splitlines() if ln.strip()), "")
+                values[f["name"]] = read_value(rest, formats[f["name"]])
         if not values.get(names[-1]) and len(names) > 1 and values.get(names[-2]):
             values[names[-1]] = values[names[-2]].strip().splitlines()[-1].strip()
         return values
@@ -212,18 +242,20 @@ def parse(text: str, spec: dict) -> dict:
         parts = re.split(r"\[\[ ## (\w+) ## \]\]", text or "")
         found = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
         if not all(found.get(n) for n in names):
-            found = unframed_fields(names, text or "") or found
-        return {n: found.get(n, "") for n in names}
+            found = unframed_fields(names, text or "", formats) or found
+        return {n: read_value(found.get(n, ""), "text" if formats[n] == "line" else formats[n]) for n in names}
     raise ValueError(f"unknown output_parsing rule {rule!r}")
 
 
 _MARKER = re.compile(r"\[\[\s*##\s*(\w+)\s*##\s*\]\]")
 
 
-def unframed_fields(names: list, text: str):
+def unframed_fields(names: list, text: str, formats: dict | None = None):
     """A chat reply without the ``[[ ## name ## ]]`` framing: a JSON object naming every output field (any
-    case), or, for one output field, the first non-empty line with stray markers and backticks taken out;
-    None when neither. The optimizer reads chat replies with this same function."""
+    case), or, for one output field, its value by its format (``read_value``; ``line`` when ``formats`` does
+    not say) with stray markers and backticks taken out; None when neither. The optimizer reads chat
+    replies with this same function."""
+    formats = formats or {}
     start, end = text.find("{"), text.rfind("}")
     if 0 <= start < end:
         try:
@@ -236,10 +268,13 @@ def unframed_fields(names: list, text: str):
             if all(v not in (None, "") for v in got.values()):
                 return {n: v if isinstance(v, str) else json.dumps(v) for n, v in got.items()}
     if len(names) == 1:
-        plain = _MARKER.sub("", text).replace("`", "")
-        first = next((ln.strip() for ln in plain.splitlines() if ln.strip()), "")
-        if first:
-            return {names[0]: first}
+        fmt = formats.get(names[0], "line")
+        plain = _MARKER.sub("", text)
+        if fmt == "json":  # a fenced block's language tag stays out of the way of the JSON
+            plain = re.sub(r"```[A-Za-z]*", "", plain)
+        value = read_value(plain.replace("`", "") if fmt != "json" else plain, fmt)
+        if value:
+            return {names[0]: value}
     return None
 
 

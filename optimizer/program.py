@@ -59,6 +59,9 @@ def _signature(task_json: str, program: str, instruction: str) -> type[dspy.Sign
     if out.get("labels"):
         labels = list(dict.fromkeys(out["labels"].values()))
         desc = (desc + " " if desc else "") + "One of: " + ", ".join(labels) + "."
+    schema = json.loads(out["schema"]) if out.get("schema") else None
+    if out.get("format") == "json":
+        desc = (desc + " " if desc else "") + _json_desc(schema)
     fields[out["name"]] = (str, dspy.OutputField(desc=desc))
     prefixes[out["name"]] = out["label"]
     sig = dspy.make_signature(fields, instruction, signature_name="TaskSignature")
@@ -69,14 +72,33 @@ def _signature(task_json: str, program: str, instruction: str) -> type[dspy.Sign
         extra = sig.fields[name].json_schema_extra
         if extra is not None:
             extra["prefix"] = prefix + ":"
+    extra = sig.fields[out["name"]].json_schema_extra
+    if out.get("format") and extra is not None:  # how the answer is read (``answers``); line when absent
+        extra["format"] = out["format"]
+        if schema is not None:
+            extra["schema"] = schema
     return sig
 
 
+def _json_desc(schema: dict[str, Any] | None) -> str:
+    """What a chat model reads about a JSON answer: an object, its keys when the schema names them, and the
+    values a key may take when the schema lists them (``enum``)."""
+    props = (schema or {}).get("properties") or {}
+    keys = [k + (" (one of: " + ", ".join(str(v) for v in p["enum"]) + ")" if isinstance(p, dict)
+                 and isinstance(p.get("enum"), list) else "") for k, p in props.items()]
+    return "A JSON object" + (" with keys " + ", ".join(keys) if keys else "") + "."
+
+
 def _task_key(task: TaskSpec) -> str:
+    output: dict[str, Any] = {"name": task.output.name, "label": task.output.label,
+                              "description": task.output.description, "labels": task.output.labels}
+    if task.output.format:
+        # the schema as text: its keys keep their order (the key is dumped with sorted keys)
+        output.update(format=task.output.format, schema=None if task.output.json_schema is None
+                      else json.dumps(task.output.json_schema))
     return json.dumps({
         "inputs": [{"name": f.name, "label": f.label, "description": f.description} for f in task.inputs],
-        "output": {"name": task.output.name, "label": task.output.label, "description": task.output.description,
-                   "labels": task.output.labels},
+        "output": output,
     }, sort_keys=True)
 
 

@@ -58,11 +58,36 @@ class FieldSpec(_Strict):
 
 
 class OutputSpec(FieldSpec):
-    """The output field; ``labels`` maps raw data values to the words the LM says."""
+    """The output field; ``labels`` maps raw data values to the words the LM says.
+
+    ``format`` says how an answer is read: ``line`` (the default) its first non-empty line, ``text`` all of
+    it (several lines), ``json`` the first JSON value in it, checked against ``schema`` (a JSON Schema) when
+    one is given; an answer that does not parse or fails the schema is a parse failure and scores 0."""
 
     labels: dict[str, str] | None = None
     rationale_column: str | None = None  # for chain_of_thought demos taken from data
     rationale_pattern: str | None = None
+    format: Literal["line", "text", "json"] | None = None  # None: line
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @property
+    def answer_format(self) -> str:
+        return self.format or "line"
+
+    @model_validator(mode="after")
+    def _format_fits(self) -> "OutputSpec":
+        if self.json_schema is not None:
+            if self.answer_format != "json":
+                raise ValueError("`schema` needs `format: json`; add it or remove the schema")
+            import jsonschema
+
+            try:
+                jsonschema.validators.validator_for(self.json_schema).check_schema(self.json_schema)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"`schema` is not a valid JSON Schema: {exc.message}") from None
+        if self.labels is not None and self.answer_format != "line":
+            raise ValueError(f"`labels` needs a one-line answer; remove `format: {self.format}` or the labels")
+        return self
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -125,6 +150,7 @@ class MetricSpec(_Strict):
     then: TextMetricName | None = None
     function: str | None = None  # custom: "module:function" or "path/to/file.py:function"
     labels: list[str] | None = None  # label_accuracy: the fixed label set (default: output.labels)
+    fields: list[str] | None = Field(default=None, min_length=1)  # json_fields: the keys scored (default: all gold's)
 
     @model_validator(mode="after")
     def _needs(self) -> "MetricSpec":

@@ -33,8 +33,11 @@ def metric_file(tmp_path):
     return tmp_path
 
 
-def task_dict(metric, labels=True) -> dict:
-    output = {"name": "answer", **({"labels": {"a": GOLD, "b": WRONG}} if labels else {})}
+def task_dict(metric, labels=True, json_answer=False) -> dict:
+    """A task whose labels are numbers; with ``json_answer`` an output read as JSON (no labels: a label is one
+    line)."""
+    output = {"name": "answer", **({"labels": {"a": GOLD, "b": WRONG}} if labels and not json_answer else {}),
+              **({"format": "json"} if json_answer else {})}
     return {"task": "t", "dataset": {"files": {"train": "x.jsonl"}},
             "splits": {"train": {"from": "train"}, "validation": {"from": "train"}, "test": {"from": "train"}},
             "inputs": [{"name": "text"}], "output": output, "instruction": "Answer.", "metric": metric}
@@ -55,7 +58,7 @@ def cls_name(cls) -> str:
 
 
 def build(cls, base_dir, **spec):
-    task = task_from_dict(task_dict({**spec_for(cls), **spec}), base_dir=base_dir)
+    task = task_from_dict(task_dict({**spec_for(cls), **spec}, json_answer=cls.needs_json), base_dir=base_dir)
     return task, build_metric(task)
 
 
@@ -63,7 +66,7 @@ def build(cls, base_dir, **spec):
 
 def check_capabilities(cls, base_dir) -> None:
     assert issubclass(cls, Metric)
-    for flag in ("compares_text", "needs_labels", "needs_pattern", "needs_function"):
+    for flag in ("compares_text", "needs_labels", "needs_pattern", "needs_function", "needs_json"):
         assert isinstance(getattr(cls, flag), bool), flag
     if cls.compares_text:
         assert issubclass(cls, TextMetric) or callable(getattr(cls, "score_text", None))
@@ -109,11 +112,15 @@ def check_spec_needs_are_enforced(cls, base_dir) -> None:
     if cls.needs_function:
         with pytest.raises(ConfigError, match=rf"metric `{name}` needs `function"):
             task_from_dict(task_dict({k: v for k, v in spec_for(cls).items() if k != "function"}))
+    if cls.needs_json:
+        with pytest.raises(MetricError, match="output.format"):
+            build_metric(task_from_dict(task_dict(spec_for(cls)), base_dir=base_dir))
     if cls.needs_labels:
         with pytest.raises(MetricError, match="needs a fixed label set"):
             build_metric(task_from_dict(task_dict(spec_for(cls), labels=False), base_dir=base_dir))
     else:
-        build_metric(task_from_dict(task_dict(spec_for(cls), labels=False), base_dir=base_dir))
+        build_metric(task_from_dict(task_dict(spec_for(cls), labels=False, json_answer=cls.needs_json),
+                                    base_dir=base_dir))
 
 
 CHECKS = [check_capabilities, check_scores_are_floats_in_the_unit_interval, check_gold_scores_one_and_a_wrong_label_less,
@@ -159,7 +166,7 @@ def test_a_new_metric_is_one_class_and_its_registration(prefix_metric, metric_fi
 def test_an_unregistered_metric_is_one_clear_error():
     with pytest.raises(ConfigError, match=r"metric\.name: invalid value 'prefix_match' \(fix: use one of "
                                           r"'exact_match', 'label_accuracy', 'contains', 'token_f1', 'numeric', "
-                                          r"'regex' or 'custom'\)"):
+                                          r"'regex', 'json_fields' or 'custom'\)"):
         task_from_dict(task_dict("prefix_match"))
 
 

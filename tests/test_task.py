@@ -114,7 +114,7 @@ def test_validate_debug_shows_traceback(tmp_path):
 def test_validate_good_file_reports_sizes_and_overlap():
     r = run_cli("validate", str(ROOT / "tasks/sst2/task.yaml"))
     assert r.returncode == 0, r.stderr
-    assert "train 200" in r.stdout and "validation 100" in r.stdout and "test 300" in r.stdout
+    assert "train 200" in r.stdout and "validation 100" in r.stdout and "test 1000" in r.stdout
     assert "train&test 2" in r.stdout  # SST-2 has 2 sentences in both train and test
 
 
@@ -187,7 +187,8 @@ def test_schema_takes_exactly_the_registered_names():
 
     assert SELECTORS.names() == ("random", "bootstrap", "diverse", "knn")
     assert PROPOSERS.names() == ("offline", "lm", "reflective")
-    assert METRICS.names() == ("exact_match", "label_accuracy", "contains", "token_f1", "numeric", "regex", "custom")
+    assert METRICS.names() == ("exact_match", "label_accuracy", "contains", "token_f1", "numeric", "regex", "json_fields",
+                              "custom")
     data = yaml.safe_load(SST2)
     data["optimizer"]["selectors"] = list(SELECTORS.names())
     data["optimizer"]["proposers"] = list(PROPOSERS.names())
