@@ -3,14 +3,15 @@
 Built in: ``exact_match`` (normalised), ``label_accuracy`` (prediction mapped
 onto a fixed label set), ``contains``, ``token_f1``, ``numeric`` (last number,
 GSM8K style), ``regex`` (extract, then any of the above), ``json_fields`` (a
-JSON answer key by key, with any of the text metrics) and ``custom`` (a user
+JSON answer key by key, with any of the text metrics), ``judge`` (an LM says whether
+the answer meets a rubric) and ``custom`` (a user
 function ``module:function`` or ``path/to/file.py:function`` called as
 ``fn(example, prediction)`` with DSPy objects, returning a float or bool).
 
 Each is a ``Metric`` subclass registered in ``optimizer.plugins.METRICS`` under
 its ``metric.name``; what it needs from the task file is said by capabilities
 (``needs_labels``, ``needs_pattern``, ``needs_function``, ``needs_json``,
-``compares_text``),
+``needs_lm``, ``compares_text``),
 which the task schema and ``build_metric`` read.
 """
 
@@ -128,6 +129,8 @@ class Metric(ABC):
     needs_function: ClassVar[bool] = False
     #: scores JSON answers: needs ``output.format: json``
     needs_json: ClassVar[bool] = False
+    #: asks an LM (``metric.lm``, with ``metric.rubric``): the run attaches a backend with its cache and budget
+    needs_lm: ClassVar[bool] = False
 
     def __init__(self, task: TaskSpec, spec: MetricSpec):
         self.name = spec.name
@@ -243,6 +246,67 @@ class JsonFields(Metric):
         if not isinstance(pred, dict) or not keys:
             return 0.0
         return sum(self.inner.score_text(self._text(gold.get(k)), self._text(pred.get(k))) for k in keys) / len(keys)
+
+
+class JudgeMetric(Metric):
+    """An LM judges each answer against the gold answer and the ``rubric``: 1 when it says yes, else 0.
+
+    Its calls go through the backend the run attaches (``attach``: the run's response cache, budget and
+    spend log; the summary counts them as ``judge`` apart from the task's calls). Used outside a run (bench,
+    the parity check) it opens the profile's backend itself, with the default response cache. Greedy
+    (temperature 0) unless ``temperature`` is given, so a cached judgment is the same judgment; the noise of
+    a judge is measured by ``experiments/judge_noise.py``. An empty answer scores 0 without a call."""
+
+    needs_lm = True
+
+    def __init__(self, task: TaskSpec, spec: MetricSpec):
+        super().__init__(task, spec)
+        self.rubric = spec.rubric or ""
+        self.profile_ref = spec.lm or ""
+        self.task = task
+        self.backend: Any = None
+        self.chat = True
+        self.temperature = 0.0
+        self.name = f"judge:{self.profile_ref}"
+
+    def attach(self, backend: Any) -> None:
+        """Judge through ``backend`` (its profile says chat or completion)."""
+        self.backend = backend
+        self.chat = backend.profile.resolved_adapter == "chat"
+
+    def _own_backend(self) -> Any:
+        from .lm import create_backend
+        from .run.inputs import judge_profile
+
+        self.attach(create_backend(judge_profile(self.task)))
+        return self.backend
+
+    def request(self, example: Any, answer: str, *, temperature: float | None = None, sample: int = 0) -> Any:
+        """The judge's one request for ``answer`` to ``example``."""
+        from .lm.base import LMRequest
+
+        shown = "\n".join(f"{f.label}: {example.inputs.get(f.name, '')}" for f in self.task.inputs)
+        text = (f"{shown}\nReference answer: {example.output}\nAnswer to judge: {answer}\n\n"
+                f"Rubric: {self.rubric}\nDoes the answer to judge meet the rubric? Reply yes or no.")
+        t = self.temperature if temperature is None else temperature
+        if self.chat:
+            return LMRequest.chat([{"role": "system", "content": "You are a strict, fair grader."},
+                                   {"role": "user", "content": text}], max_tokens=3, temperature=t, sample=sample)
+        return LMRequest(prompt=text + "\nVerdict (yes or no):", max_tokens=3, temperature=t, stop=("\n",),
+                         sample=sample)
+
+    @staticmethod
+    def verdict(text: str) -> float:
+        """1.0 when the reply says yes (its first word), else 0.0."""
+        words = normalize(text).split()
+        return float(bool(words) and words[0] in ("yes", "y", "true"))
+
+    def __call__(self, example: Any, prediction: dict[str, Any]) -> float:
+        answer = self.predicted_text(prediction).strip()
+        if not answer:
+            return 0.0
+        backend = self.backend or self._own_backend()
+        return self.verdict(backend.complete(self.request(example, answer)).text)
 
 
 class CustomMetric(Metric):

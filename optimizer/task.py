@@ -151,6 +151,8 @@ class MetricSpec(_Strict):
     function: str | None = None  # custom: "module:function" or "path/to/file.py:function"
     labels: list[str] | None = None  # label_accuracy: the fixed label set (default: output.labels)
     fields: list[str] | None = Field(default=None, min_length=1)  # json_fields: the keys scored (default: all gold's)
+    lm: str | None = None  # judge: the LM profile that judges (configs/lm/NAME.yaml or a path)
+    rubric: str | None = None  # judge: what a good answer is, in words
 
     @model_validator(mode="after")
     def _needs(self) -> "MetricSpec":
@@ -165,6 +167,11 @@ class MetricSpec(_Strict):
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
         if metric.needs_function and not self.function:
             raise ValueError(f"metric `{self.name}` needs `function: module:function` or `file.py:function`")
+        if metric.needs_lm and not (self.lm and self.rubric):
+            raise ValueError(f"metric `{self.name}` needs `lm: PROFILE` (the judge) and `rubric:` (what a good "
+                             "answer is)")
+        if not metric.needs_lm and (self.lm or self.rubric):
+            raise ValueError(f"`lm` and `rubric` belong to the judge metric, not `{self.name}`; remove them")
         return self
 
 

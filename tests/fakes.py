@@ -53,3 +53,34 @@ class ScriptedBackend(LMBackend):
                    for lab in self.labels}]
             text = max(lp[0], key=lp[0].get)
         return LMResponse(text=text, prompt_tokens=len(re.findall(r"\S+", prompt)), completion_tokens=1, logprobs=lp)
+
+
+class JudgeBackend(LMBackend):
+    """A judge for the ``judge`` metric: says yes when the answer to judge equals the reference answer
+    (normalised), no otherwise; ``flip`` is the share of sampled (temperature > 0) judgments it turns over,
+    picked by a stable hash of the request, so that sampling noise can be measured."""
+
+    name = "scripted-judge"
+
+    def __init__(self, cache=None, flip: float = 0.0, chat: bool = True):
+        super().__init__(LMProfile(name="scripted-judge", backend="local", model="scripted-judge",
+                                   adapter="chat" if chat else "completion"), cache)
+        self.flip = flip
+        self.requests: list[LMRequest] = []
+
+    @property
+    def model_id(self) -> str:
+        return "scripted-judge"
+
+    def _generate(self, request: LMRequest) -> LMResponse:
+        from optimizer.metrics import normalize
+
+        self.requests.append(request)
+        text = request.prompt if request.prompt is not None else request.messages[-1][1]
+        ref = re.search(r"Reference answer: (.*)", text).group(1)
+        ans = re.search(r"Answer to judge: (.*)", text).group(1)
+        yes = normalize(ref) == normalize(ans)
+        if request.temperature > 0:
+            h = int(hashlib.sha1(f"{text}|{request.sample}".encode()).hexdigest(), 16) % 1000
+            yes = yes != (h < self.flip * 1000)
+        return LMResponse(text=" yes" if yes else " no", prompt_tokens=len(text.split()), completion_tokens=1)

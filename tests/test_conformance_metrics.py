@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT
+from fakes import JudgeBackend
 from optimizer.data import Example
 from optimizer.errors import ConfigError, MetricError
 from optimizer.metrics import Metric, TextMetric, build_metric, normalize
@@ -50,6 +51,8 @@ def spec_for(cls) -> dict:
         spec["pattern"] = r"(?s)(.*)"
     if cls.needs_function:
         spec["function"] = "user_metric.py:score"
+    if cls.needs_lm:
+        spec.update(lm="local", rubric="The answer is the same number as the reference answer.")
     return spec
 
 
@@ -59,14 +62,17 @@ def cls_name(cls) -> str:
 
 def build(cls, base_dir, **spec):
     task = task_from_dict(task_dict({**spec_for(cls), **spec}, json_answer=cls.needs_json), base_dir=base_dir)
-    return task, build_metric(task)
+    metric = build_metric(task)
+    if cls.needs_lm:  # a run attaches the judge's backend; here a scripted judge
+        metric.attach(JudgeBackend())
+    return task, metric
 
 
 # ------------------------------------------------------------------------------------------ the checks
 
 def check_capabilities(cls, base_dir) -> None:
     assert issubclass(cls, Metric)
-    for flag in ("compares_text", "needs_labels", "needs_pattern", "needs_function", "needs_json"):
+    for flag in ("compares_text", "needs_labels", "needs_pattern", "needs_function", "needs_json", "needs_lm"):
         assert isinstance(getattr(cls, flag), bool), flag
     if cls.compares_text:
         assert issubclass(cls, TextMetric) or callable(getattr(cls, "score_text", None))
@@ -112,6 +118,13 @@ def check_spec_needs_are_enforced(cls, base_dir) -> None:
     if cls.needs_function:
         with pytest.raises(ConfigError, match=rf"metric `{name}` needs `function"):
             task_from_dict(task_dict({k: v for k, v in spec_for(cls).items() if k != "function"}))
+    if cls.needs_lm:
+        for missing in ("lm", "rubric"):
+            with pytest.raises(ConfigError, match=rf"metric `{name}` needs `lm: PROFILE`"):
+                task_from_dict(task_dict({k: v for k, v in spec_for(cls).items() if k != missing}))
+    else:
+        with pytest.raises(ConfigError, match="belong to the judge metric"):
+            task_from_dict(task_dict({**spec_for(cls), "rubric": "x"}))
     if cls.needs_json:
         with pytest.raises(MetricError, match="output.format"):
             build_metric(task_from_dict(task_dict(spec_for(cls)), base_dir=base_dir))
@@ -166,7 +179,7 @@ def test_a_new_metric_is_one_class_and_its_registration(prefix_metric, metric_fi
 def test_an_unregistered_metric_is_one_clear_error():
     with pytest.raises(ConfigError, match=r"metric\.name: invalid value 'prefix_match' \(fix: use one of "
                                           r"'exact_match', 'label_accuracy', 'contains', 'token_f1', 'numeric', "
-                                          r"'regex', 'json_fields' or 'custom'\)"):
+                                          r"'regex', 'json_fields', 'judge' or 'custom'\)"):
         task_from_dict(task_dict("prefix_match"))
 
 

@@ -188,7 +188,7 @@ def test_schema_takes_exactly_the_registered_names():
     assert SELECTORS.names() == ("random", "bootstrap", "diverse", "knn")
     assert PROPOSERS.names() == ("offline", "lm", "reflective")
     assert METRICS.names() == ("exact_match", "label_accuracy", "contains", "token_f1", "numeric", "regex", "json_fields",
-                              "custom")
+                              "judge", "custom")
     data = yaml.safe_load(SST2)
     data["optimizer"]["selectors"] = list(SELECTORS.names())
     data["optimizer"]["proposers"] = list(PROPOSERS.names())

@@ -51,8 +51,12 @@ def handle(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     raw = load_raw(task)
     splits = make_splits(task, raw)
-    build_metric(task)
+    metric = build_metric(task)
     profile = resolve_lm(task, args.lm)
+    if metric.needs_lm:  # the judge's profile must exist too
+        from ..run.inputs import judge_profile
+
+        judge_profile(task)
     overlap = source_overlap(task, raw)
     sizes = splits.sizes()
     print(f"{args.task}: ok · task {task.task} v{task.version} · train {sizes['train']} · validation "

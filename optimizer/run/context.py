@@ -37,6 +37,7 @@ class RunContext:
     cache: ResponseCache | None = None  # the response cache this run opened (None when injected or off)
     backend: LMBackend = None  # type: ignore[assignment]
     proposer_backend: LMBackend = None  # type: ignore[assignment]  # the task backend unless proposer_lm
+    judge_backend: LMBackend | None = None  # the judge metric's (metric.lm), always a backend of its own
     prices: Any = None
     evaluator: Evaluator = None  # type: ignore[assignment]
     scorings: list[str] = field(default_factory=list)
@@ -58,8 +59,9 @@ class RunContext:
     early_search: Usage = field(default_factory=Usage)  # LM use of the slots that ran before the bootstrap teacher
 
     def backends(self) -> list[LMBackend]:
-        """The task backend and, when it is another one, the proposer's."""
-        return list({id(b): b for b in (self.backend, self.proposer_backend) if b is not None}.values())
+        """The task backend and, when it is another one, the proposer's; the judge metric's."""
+        return list({id(b): b for b in (self.backend, self.proposer_backend, self.judge_backend)
+                     if b is not None}.values())
 
     def usage(self) -> Usage:
         """LM use of the whole run so far, both backends."""
@@ -80,7 +82,7 @@ class RunContext:
             # directory is self-contained, and no later garbage collection rewrites it behind our back
             engine.dispose()
         for b in self.backends():
-            if b is not self.opts.backend:  # an injected backend belongs to the caller
+            if b is not self.opts.backend and b is not self.opts.judge_backend:  # injected: the caller's
                 b.close()
             b.budget = None
         if self.cache is not None:

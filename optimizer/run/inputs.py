@@ -32,6 +32,15 @@ def resolve_lm(task: TaskSpec, ref: str | None) -> LMProfile:
     return load_profile(ref or task.lm, base_dirs=[task.base_dir, task.base_dir.parent, task.base_dir.parent.parent])
 
 
+def judge_profile(task: TaskSpec) -> LMProfile:
+    """The judge metric's LM profile (``metric.lm``); a missing one is one line naming ``metric.lm``."""
+    try:
+        return resolve_lm(task, task.metric.lm)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, file=exc.file or (str(task.path) if task.path else None), field="metric.lm",
+                          fix=exc.fix) from None
+
+
 def make_evaluator(task: TaskSpec, profile: LMProfile, backend: LMBackend) -> Evaluator:
     adapter = task.adapter if task.adapter != "auto" else profile.resolved_adapter
     return Evaluator(task, backend, build_metric(task), adapter=adapter,
@@ -45,6 +54,8 @@ def default_run_dir(task: TaskSpec, runs_dir: Path) -> Path:
 
 def check_metric(evaluator: Evaluator, splits: Splits) -> None:
     """Score one gold answer against itself: a metric that cannot run fails here, before any LM call."""
+    if evaluator.metric.needs_lm:  # the judge's LM is checked by its backend's preflight, not by a paid call
+        return
     ex = splits.train[0] if splits.train else splits.validation[0]
     value = evaluator.metric(ex, {evaluator.task.output.name: ex.output})
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -95,6 +106,8 @@ def load_inputs(ctx: RunContext) -> None:
     for b in ctx.backends():
         b.set_concurrency(opts.concurrency or b.default_concurrency)
     ctx.evaluator = make_evaluator(task, ctx.profile, ctx.backend)
+    if ctx.judge_backend is not None:
+        ctx.evaluator.metric.attach(ctx.judge_backend)
     backend = ctx.backend
     ctx.emit("backend", usage=lambda: backend.usage)  # lets a progress display read live LM counters
     check_metric(ctx.evaluator, ctx.splits)
@@ -125,6 +138,9 @@ def _open_backends(ctx: RunContext) -> None:
         ctx.proposer_profile = resolve_lm(task, task.optimizer.proposer_lm)
         ctx.proposer_backend = create_backend(ctx.proposer_profile,
                                               cache=ctx.cache if ctx.cache is not None else False)
+    if build_metric(task).needs_lm:  # the judge: a backend of its own, so its calls are counted apart
+        ctx.judge_backend = opts.judge_backend or create_backend(
+            judge_profile(task), cache=ctx.cache if ctx.cache is not None else False)
 
 
 def open_run_dir(ctx: RunContext) -> None:

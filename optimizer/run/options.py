@@ -26,6 +26,7 @@ class RunOptions:
     cache: bool = True
     cache_dir: Path | None = None
     backend: LMBackend | None = None  # inject a ready backend (tests, library use); overrides lm/cache
+    judge_backend: LMBackend | None = None  # inject the judge metric's backend (tests); else from metric.lm
     concurrency: int | None = None  # calls in flight for a remote backend (default: backend.default_concurrency)
     max_calls: int | None = None  # paid (non-cached) LM calls of the run directory, over all restarts
     max_tokens: int | None = None  # paid prompt + completion tokens

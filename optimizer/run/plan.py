@@ -10,8 +10,25 @@ from ..program import Candidate
 from ..plugins import PROPOSERS, SELECTORS
 from ..selectors import SelectionContext
 from ..task import TaskSpec
-from .inputs import check_metric, make_evaluator, resolve_lm
+from .inputs import check_metric, judge_profile, make_evaluator, resolve_lm
 from .options import RunOptions, check_options
+
+
+def _judge_row(task: TaskSpec, evaluator: Any, splits: Any, rows: dict[str, dict[str, Any]]) -> Any:
+    """The judge metric's calls (one per answer the task LM gives, an upper bound: identical answers are
+    judged once) and their cost on the judge's profile; None for a metric without an LM."""
+    metric = evaluator.metric
+    if not metric.needs_lm:
+        return None
+    jp = judge_profile(task)
+    metric.chat = jp.resolved_adapter == "chat"
+    calls = sum(rows[k]["calls"] for k in ("bootstrap", "search", "test", "confirmation"))
+    ex = splits.validation[0]
+    per = estimate_tokens(metric.request(ex, str(ex.output)))[0]
+    row = {"calls": calls, "prompt_tokens": calls * per, "completion_tokens": calls * 3}
+    jprices = load_prices(jp)
+    row["cost"] = round(cost_of(jprices, row["prompt_tokens"], row["completion_tokens"]), 6) if jprices else None
+    return row
 
 
 def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
@@ -73,9 +90,15 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
     n_conf = 4 * min(len(splits.validation), len(splits.train))
     rows["confirmation"] = {"calls": n_conf, "completion_tokens": n_conf * mt,
                             "prompt_tokens": 4 * tokens(typical, splits.train[:len(splits.validation)])}
+    judge = _judge_row(task, evaluator, splits, rows)  # one judgment per scored answer, on the judge's LM
     total = {key: sum(r[key] for r in rows.values()) for key in ("calls", "prompt_tokens", "completion_tokens")}
     for r in list(rows.values()) + [total]:
         r["cost"] = round(cost_of(prices, r["prompt_tokens"], r["completion_tokens"]), 6) if prices else None
+    if judge is not None:  # priced on the judge's profile
+        rows["judge"] = judge
+        task_cost = total.pop("cost")
+        total = {key: total[key] + judge[key] for key in ("calls", "prompt_tokens", "completion_tokens")}
+        total["cost"] = None if task_cost is None or judge["cost"] is None else round(task_cost + judge["cost"], 6)
     return {"task": task.task, "lm": profile.name, "model": profile.model, "backend": profile.backend,
             "seed": seed, "trials": n_trials, "splits": splits.sizes(), "phases": rows, "total": total,
             "prices": prices.model_dump() if prices else None,

@@ -103,6 +103,8 @@ def summarize(ctx: RunContext, o: Outcome) -> dict[str, Any]:
         s.update(honest_fields(ctx, held, o.best, answers))
         s["confirmation"] = o.confirmation
     s.update(usage_fields(usage, ctx.phases, ctx.proposer_backend is ctx.backend))
+    if ctx.judge_backend is not None:  # the judge metric's calls, apart from the task's and the proposer's
+        s["judge"] = {"lm": ctx.task.metric.lm, **ctx.judge_backend.usage.to_dict()}
     if held is not None:
         s["failed_calls"] = sum(r.get("failed_calls", 0) for r in ctx.search.records())
     s.update(concurrency=ctx.backend.max_concurrency, spent=ctx.budget.to_dict())
