@@ -190,3 +190,37 @@ def test_a_json_export_is_read_back_by_the_plain_client(tmp_path):
     assert spec["rule"] == "json-object" and spec["schema"] == SCHEMA
     assert spec["fields"] == [{"name": "answer", "prefix": "Answer:", "format": "json"}]
     assert parse('{"type": "number",\n"subtype": "count"}\n', spec) == {"answer": '{"type": "number", "subtype": "count"}'}
+
+
+# ------------------------------------------------------------ several inputs, a JSON answer, an export
+
+def test_two_inputs_and_a_json_answer_render_and_export_alike(tmp_path):
+    """A task with two input fields and a JSON answer: each prompt shows both fields in order, and the yaml
+    export renders (from its template and from its parts) the prompt the optimizer sent, for fixed demos
+    and for per-input (kNN) demos over both fields."""
+    from optimizer.artifacts import build_artifact
+    from optimizer.evaluate import Evaluator
+    from optimizer.metrics import build_metric
+    from optimizer.plain_client import prepare
+    from optimizer.runread import FinishedRun
+
+    rows = [{"question": q, "hint": f"think of {t}s", "answer": {"type": t, "subtype": s}} for q, t, s in ROWS]
+    for selectors, start in ((["random"], "seed"), (["knn"], "knn")):
+        out = tmp_path / selectors[0]
+        out.mkdir()
+        task = json_task(out, rows=rows, selectors=selectors, scoring=["generate"], start=start, start_demos=2)
+        task = task.model_copy(update={"inputs": [*task.inputs, task.inputs[0].model_copy(
+            update={"name": "hint", "prefix": "Hint", "column": None})]})
+        res = optimize(task, RunOptions(out=out / "run", backend=scripted(task), seed=0))
+        art = build_artifact(FinishedRun.open(out / "run"), "yaml")
+        assert [f["name"] for f in art["inputs"]] == ["question", "hint"]
+        ev = Evaluator(task, scripted(task), build_metric(task), adapter="completion", max_tokens=task.max_tokens)
+        winner = res.best
+        for ex in make_splits(task).test[:4]:
+            sent = ev.request(winner, ex.inputs).prompt
+            assert f"Question: {ex.inputs['question']}\nHint: {ex.inputs['hint']}\nAnswer:" in sent
+            got = prepare(art, ex.inputs)
+            assert got["prompt"] == sent and got.get("parts_prompt", sent) == sent
+        assert winner.demos  # both winners have demos: the renders above compared real demo blocks
+        if selectors == ["knn"]:  # per-input demos, retrieved over both input fields
+            assert winner.knn == 2 and art["retrieval"]["fields"] == ["question", "hint"]
