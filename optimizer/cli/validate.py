@@ -34,7 +34,7 @@ def _print_notes(task, splits, sizes: dict) -> None:
             counts = collections.Counter(e.output for e in searched_splits.validation)
             print("  optimizer.objective: balanced: each label weighs the same on validation ("
                   + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
-        else:
+        elif "objective" in task.optimizer.model_fields_set:  # asked for (the default says nothing here)
             print("  optimizer.objective: balanced needs a label set (output.labels or metric.labels): "
                   "trials maximise the mean")
     removed = {k: v for k, v in splits.leakage.items() if v}
