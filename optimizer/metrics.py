@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import collections
 import importlib
-import json
 import importlib.util
+import json
 import re
 import string
 import sys
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -221,7 +222,7 @@ class JsonFields(Metric):
 
     def __init__(self, task: TaskSpec, spec: MetricSpec):
         super().__init__(task, spec)
-        if self.needs_json and task.output.answer_format != "json":
+        if task.output.answer_format != "json":
             raise MetricError("json_fields scores JSON answers", file=str(task.path), field="output.format",
                               fix="set `format: json` on the output, or pick a text metric")
         then = spec.then or "exact_match"
@@ -253,9 +254,9 @@ class JudgeMetric(Metric):
 
     Its calls go through the backend the run attaches (``attach``: the run's response cache, budget and
     spend log; the summary counts them as ``judge`` apart from the task's calls). Used outside a run (bench,
-    the parity check) it opens the profile's backend itself, with the default response cache. Greedy
-    (temperature 0) unless ``temperature`` is given, so a cached judgment is the same judgment; the noise of
-    a judge is measured by ``experiments/judge_noise.py``. An empty answer scores 0 without a call."""
+    the parity check) it opens the profile's backend itself, with the default response cache. Greedy, so a
+    cached judgment is the same judgment; ``request(temperature=, sample=)`` draws sampled judgments for
+    ``experiments/judge_noise.py``, which measures a judge's noise. An empty answer scores 0 without a call."""
 
     needs_lm = True
 
@@ -266,7 +267,7 @@ class JudgeMetric(Metric):
         self.task = task
         self.backend: Any = None
         self.chat = True
-        self.temperature = 0.0
+        self._opening = threading.Lock()  # a bench scores on several threads: one backend of its own
         self.name = f"judge:{self.profile_ref}"
 
     def attach(self, backend: Any) -> None:
@@ -278,7 +279,9 @@ class JudgeMetric(Metric):
         from .lm import create_backend
         from .run.inputs import judge_profile
 
-        self.attach(create_backend(judge_profile(self.task)))
+        with self._opening:
+            if self.backend is None:
+                self.attach(create_backend(judge_profile(self.task)))
         return self.backend
 
     def request(self, example: Any, answer: str, *, temperature: float | None = None, sample: int = 0) -> Any:
@@ -288,7 +291,7 @@ class JudgeMetric(Metric):
         shown = "\n".join(f"{f.label}: {example.inputs.get(f.name, '')}" for f in self.task.inputs)
         text = (f"{shown}\nReference answer: {example.output}\nAnswer to judge: {answer}\n\n"
                 f"Rubric: {self.rubric}\nDoes the answer to judge meet the rubric? Reply yes or no.")
-        t = self.temperature if temperature is None else temperature
+        t = temperature or 0.0
         if self.chat:
             return LMRequest.chat([{"role": "system", "content": "You are a strict, fair grader."},
                                    {"role": "user", "content": text}], max_tokens=3, temperature=t, sample=sample)
