@@ -20,7 +20,9 @@ import run  # noqa: E402
 KNOWN = ("majority", "seed", "random", "bfrs", "mipro_light", "mipro_medium", "gepa", "ours")
 
 
-def row(task, seed, method, test, version=1, **extra):
+def row(task, seed, method, test, version=None, **extra):
+    """A row at the task's current version (``version``: another one)."""
+    version = rowsfile.task_version(task) if version is None else version
     r = {"task": task, "seed": seed, "method": method, "test": test, "test_ci": [test - 0.05, test + 0.05],
          "task_lm_calls": 400 if method != "seed" else 0, "proposer_calls": 0, "prompt_words": 10,
          "seconds": 1.0, "val": test, "provenance": {"commit": None, "task_version": version}}
@@ -82,7 +84,7 @@ def test_a_job_with_a_row_at_the_current_task_version_is_done(tmp_path, capsys):
     write_rows(tmp_path / "rows.jsonl", [
         row("sst2", 0, "seed", 0.03),
         row("bbh_navigate", 0, "seed", 0.37, version=1),  # bbh_navigate is at version 2: not done
-        {**row("sst2", 0, "random", 0.8), "provenance": {"commit": "abc", "task_version": 1,
+        {**row("sst2", 0, "random", 0.8), "provenance": {"commit": "abc", "task_version": rowsfile.task_version("sst2"),
                                                          "utc": "2026-12-06T10:00:00Z"}}])
     rows = rowsfile.load_rows(tmp_path / "rows.jsonl")
     assert set(run.done_rows(rows)) == {("sst2", 0, "seed"), ("sst2", 0, "random")}
@@ -126,7 +128,7 @@ def test_the_runner_writes_a_row_with_provenance(tmp_path, capsys):
     assert (written["task"], written["seed"], written["method"]) == ("sst2", 0, "majority")
     prov = written["provenance"]
     assert set(prov) >= {"commit", "suite", "task_version", "utc"} and prov["suite"] == "smoke"
-    assert prov["task_version"] == 1 and prov["commit"] == rowsfile.git_commit()
+    assert prov["task_version"] == rowsfile.task_version("sst2") and prov["commit"] == rowsfile.git_commit()
     capsys.readouterr()
     run.main(argv)
     assert len(rowsfile.load_rows(tmp_path / "rows.jsonl")) == 1 and "majority" not in capsys.readouterr().out
