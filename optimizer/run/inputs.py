@@ -20,6 +20,7 @@ from ..examples import Example
 from ..lm import LMBackend, ResponseCache, create_backend, default_cache_dir, load_profile
 from ..lm.profiles import LMProfile
 from ..metrics import build_metric
+from ..plugins import METRICS
 from ..program import default_max_tokens
 from ..rundir import RunDir, find_resumable, fingerprint
 from ..scoring import BATCH, LABEL_READOUTS
@@ -138,7 +139,7 @@ def _open_backends(ctx: RunContext) -> None:
         ctx.proposer_profile = resolve_lm(task, task.optimizer.proposer_lm)
         ctx.proposer_backend = create_backend(ctx.proposer_profile,
                                               cache=ctx.cache if ctx.cache is not None else False)
-    if build_metric(task).needs_lm:  # the judge: a backend of its own, so its calls are counted apart
+    if METRICS.get(task.metric.name).needs_lm:  # the judge: a backend of its own, its calls counted apart
         ctx.judge_backend = opts.judge_backend or create_backend(
             judge_profile(task), cache=ctx.cache if ctx.cache is not None else False)
 
