@@ -60,6 +60,7 @@ from optimizer.lm.dspy_engine import dspy_lm  # noqa: E402
 from optimizer.metrics import build_metric  # noqa: E402
 from optimizer.program import Candidate, build_program, demo_dicts  # noqa: E402
 from optimizer.stats import bootstrap_ci  # noqa: E402
+from optimizer.steps import step_pool  # noqa: E402
 from optimizer.task import apply_preset  # noqa: E402
 
 # the tables are made from rows alone (compare_tables); re-exported for the harness's tests
@@ -72,8 +73,16 @@ def to_dspy(task, examples: list[Example]) -> list[dspy.Example]:
 
 
 def program_to_candidate(task, program) -> Candidate:
-    """A compiled DSPy program as our Candidate (same instruction, same demos, same rendering)."""
-    predictor = program.predictors()[0]
+    """A compiled DSPy program as our Candidate (same instruction, same demos, same rendering); a program of
+    steps: one candidate per step, from the predictor named by the step."""
+    if task.steps:
+        named = dict(program.named_predictors())
+        steps = tuple(_predictor_candidate(task.step_task(i), named[st.name]) for i, st in enumerate(task.steps))
+        return Candidate("", (), {"source": "dspy"}, steps=steps)
+    return _predictor_candidate(task, program.predictors()[0])
+
+
+def _predictor_candidate(task, predictor) -> Candidate:
     demos = []
     for i, d in enumerate(predictor.demos):
         d = dict(d) if not isinstance(d, dict) else d
@@ -81,6 +90,17 @@ def program_to_candidate(task, program) -> Candidate:
         demos.append(Example(f"dspy:{i}", {n: str(d.get(n, "")) for n in task.input_names},
                              str(d.get(task.output.name, "")), d.get("reasoning")))
     return Candidate(predictor.signature.instructions, tuple(demos), {"source": "dspy"})
+
+
+def student(task, evaluator, backend):
+    """The DSPy program an optimizer of DSPy's starts from; a program of steps gives each step's predictor an
+    LM with that step's answer budget (as ours calls it)."""
+    program = build_program(task)
+    if task.steps:
+        named = dict(program.named_predictors())
+        for i, st in enumerate(task.steps):
+            named[st.name].lm = dspy_lm(backend, max_tokens=evaluator.steps[i].max_tokens)
+    return program
 
 
 def dspy_metric(task, metric):
@@ -142,7 +162,12 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
     notes = {}
     with dspy.context(lm=lm, adapter=CompletionAdapter()):
         if method == "seed":
-            cand = Candidate(task.instruction)
+            cand = evaluator.seed() if task.steps else Candidate(task.instruction)
+        elif method == "random" and task.steps:  # every step: 4 random examples of it from the data
+            rng = random.Random(seed)
+            pools = [step_pool(task, i, splits.train, []) for i in range(len(task.steps))]
+            cand = evaluator.program([Candidate(st.instruction, tuple(rng.sample(pool, min(4, len(pool)))))
+                                      for st, pool in zip(task.steps, pools)])
         elif method == "random":
             rng = random.Random(seed)
             cand = Candidate(task.instruction, tuple(rng.sample(splits.train, min(4, len(splits.train)))))
@@ -154,13 +179,13 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
             # permutes that (seed 0 keeps the split's order, as the first rows ran)
             bfrs_train = train if seed == 0 else random.Random(seed).sample(train, len(train))
             with quiet():
-                prog = opt.compile(build_program(task), trainset=bfrs_train, valset=val)
+                prog = opt.compile(student(task, evaluator, backend), trainset=bfrs_train, valset=val)
             cand = program_to_candidate(task, prog)
         elif method.startswith("mipro"):
             opt = dspy.MIPROv2(metric=dspy_metric(task, metric), auto=method.split("_")[1], seed=seed,
                                num_threads=1, verbose=False)
             with quiet():
-                prog = opt.compile(build_program(task), trainset=train, valset=val)
+                prog = opt.compile(student(task, evaluator, backend), trainset=train, valset=val)
             cand = program_to_candidate(task, prog)
         elif method == "gepa":
             # the reflection LM writes whole instructions: its own backend (the task's profile unless
@@ -176,7 +201,7 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
             opt = dspy.GEPA(metric=gepa_metric(task, metric), max_metric_calls=budget or 700, reflection_lm=refl,
                             instruction_proposer=proposer, num_threads=1, seed=seed)
             with quiet():
-                prog = opt.compile(build_program(task), trainset=train, valset=val)
+                prog = opt.compile(student(task, evaluator, backend), trainset=train, valset=val)
             cand = program_to_candidate(task, prog)
             notes["proposer_calls"] = rb.usage.calls
             notes["proposer_backend"] = "separate"  # not among the task backend's calls
@@ -219,11 +244,22 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
     row = {"task": task.task, "seed": seed, "method": method, "test": round(ci.mean, 4),
            "test_ci": [round(ci.low, 4), round(ci.high, 4)], "task_lm_calls": used.calls - shared_proposer_calls - report_calls,
            "proposer_calls": proposer_calls, "prompt_words": evaluator.prompt_tokens(cand),
-           "n_demos": cand.knn or len(cand.demos), "instruction": cand.instruction,
-           "demos": [d.to_dict(task.output.name) for d in cand.demos] if not cand.knn else f"knn pool of {len(cand.demos)}",
+           **_prompt_row(task, cand),
            "scoring": cand.scoring, "seconds": round(opt_seconds, 1), **notes}
     backend.close()
     return row
+
+
+def _prompt_row(task, cand: Candidate) -> dict:
+    """The row's n_demos, instruction and demos (a program's: every step's, named)."""
+    if cand.steps:
+        return {"n_demos": sum(len(c.demos) for c in cand.steps),
+                "instruction": " | ".join(f"{st.name}: {c.instruction}" for st, c in zip(task.steps, cand.steps)),
+                "demos": {st.name: [d.to_dict(task.step_task(i).output.name) for d in c.demos]
+                          for i, (st, c) in enumerate(zip(task.steps, cand.steps))}}
+    return {"n_demos": cand.knn or len(cand.demos), "instruction": cand.instruction,
+            "demos": [d.to_dict(task.output.name) for d in cand.demos] if not cand.knn
+            else f"knn pool of {len(cand.demos)}"}
 
 
 def trajectory(run_dir, summary):

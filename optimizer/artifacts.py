@@ -136,6 +136,11 @@ def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
         if offsets is not None:  # where the offsets come from: one content-free input, or the validation inputs
             spec["calibration_source"] = "validation-batch" if best.get("scoring") == "batch" else "content-free"
         return spec
+    return _generated_parsing(ev, run.task, outs, run.summary.get("metric"))
+
+
+def _generated_parsing(ev: Evaluator, task: Any, outs: list[dict[str, str]], metric: Any) -> dict[str, Any]:
+    """How a generated answer of ``task`` (a run's, or one step's) is read."""
     if ev.adapter_kind == "chat":
         rule, text = "chat-fields", "the text after each `[[ ## name ## ]]` marker, stripped"
     elif len(outs) == 1 and outs[0].get("format") == "json":
@@ -147,36 +152,44 @@ def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
     else:
         rule, text = "prefixed-fields", ("split the answer at each later field's prefix; the last field is read "
                                          "by its format (first-line when none is given) after its prefix")
-    spec: dict[str, Any] = {"rule": rule, "description": text, "fields": outs, "answer_field": run.task.output.name}
-    if run.task.label_set:
-        spec["labels"] = run.task.label_set
-    if run.task.output.json_schema is not None:  # what the optimizer checked each answer against
-        spec["schema"] = run.task.output.json_schema
-    spec["metric"] = run.summary.get("metric")
+    spec: dict[str, Any] = {"rule": rule, "description": text, "fields": outs, "answer_field": task.output.name}
+    if task.label_set:
+        spec["labels"] = task.label_set
+    if task.output.json_schema is not None:  # what the optimizer checked each answer against
+        spec["schema"] = task.output.json_schema
+    spec["metric"] = metric
     return spec
 
 
 def _model_block(run: FinishedRun, ev: Evaluator) -> dict[str, Any]:
     # the request the optimizer sent: its answer budget (past a chat adapter's framing), stops, readout
     scoring = (run.summary.get("best") or {}).get("scoring") or "generate"
-    req = ev.request(Candidate(run.task.instruction, scoring="generate" if scoring == "generate" else "likelihood"),
-                     {f.name: "" for f in run.task.inputs})
-    params: dict[str, Any] = {"max_tokens": req.max_tokens, "temperature": req.temperature}
-    if req.stop:
-        params["stop"] = list(req.stop)[:4]
-    if req.logprobs:
-        top_k = min(req.logprobs, run.profile.top_logprobs)
-        params.update({"logprobs": True, "top_logprobs": top_k} if req.kind == "chat" else {"logprobs": top_k})
+    if run.task.steps:  # every step says its own parameters
+        req = ev.step_request(ev.seed(), ev.order[-1], {})  # type: ignore[attr-defined]
+    else:
+        req = ev.request(Candidate(run.task.instruction, scoring="generate" if scoring == "generate" else "likelihood"),
+                         {f.name: "" for f in run.task.inputs})
+    block: dict[str, Any] = {"model": run.profile.model, "parameters": _parameters(req, run.profile)}
     extra = _extra_body(run.profile)
-    if run.profile.max_tokens_field != "max_tokens":
-        params[run.profile.max_tokens_field] = params.pop("max_tokens")
-    block: dict[str, Any] = {"model": run.profile.model, "parameters": params}
     if extra:
         block["extra_body"] = extra
     endpoint = _endpoint_block(run.profile)
     if endpoint is not None:
         block["endpoint"] = endpoint
     return block
+
+
+def _parameters(req: Any, profile: LMProfile) -> dict[str, Any]:
+    """The request's decoding parameters as the endpoint takes them."""
+    params: dict[str, Any] = {"max_tokens": req.max_tokens, "temperature": req.temperature}
+    if req.stop:
+        params["stop"] = list(req.stop)[:4]
+    if req.logprobs:
+        top_k = min(req.logprobs, profile.top_logprobs)
+        params.update({"logprobs": True, "top_logprobs": top_k} if req.kind == "chat" else {"logprobs": top_k})
+    if profile.max_tokens_field != "max_tokens":
+        params[profile.max_tokens_field] = params.pop("max_tokens")
+    return params
 
 
 def _extra_body(profile: LMProfile) -> dict[str, Any]:
@@ -218,6 +231,8 @@ def build_artifact(run: FinishedRun, fmt: str) -> dict[str, Any]:
         raise ConfigError(f"unknown export format {fmt!r}", field="--format", fix=f"use one of {', '.join(FORMATS)}")
     ev = run_evaluator(run)
     cand = run.candidate("best")
+    if run.task.steps:
+        return _program_artifact(run, ev, cand, fmt)
     ph = _placeholders(run)
     ins, outs = _fields(ev, run)
     common = {**_model_block(run, ev), "output_parsing": _parsing(ev, run)}
@@ -269,6 +284,38 @@ def build_artifact(run: FinishedRun, fmt: str) -> dict[str, Any]:
     return program
 
 
+def _program_artifact(run: FinishedRun, ev: Any, cand: Candidate, fmt: str) -> dict[str, Any]:
+    """A program of steps as yaml: the steps in the order they run, each with its fields, instruction, demos,
+    template, decoding parameters and output parsing; a plain client runs them in turn, each step's parsed
+    output filling the placeholders of the steps after it."""
+    if fmt != "yaml":
+        raise ConfigError(f"this run's winner is a program of {len(cand.steps)} steps, which one {fmt} prompt cannot "
+                          "express", field="--format", fix="export it as yaml (one template per step)")
+    if ev.adapter_kind != "completion":
+        raise ConfigError(f"the yaml export of a program needs a run optimized with the completion adapter; this run "
+                          f"used {ev.adapter_kind!r}", field="--format", fix="optimize it with a completion-style LM profile")
+    steps = []
+    for i in ev.order:
+        sub, sc = ev.steps[i], cand.steps[i]
+        sig = sub.signature(sc)
+        ins = [{"name": n, "prefix": field_prefix(sig, n)} for n in sig.input_fields]
+        outs = [{"name": n, "prefix": field_prefix(sig, n),
+                 **({"format": field_format(sig, n)} if field_format(sig, n) != "line" else {})}
+                for n in sig.output_fields]
+        req = ev.step_request(cand, i, {})
+        steps.append({"name": ev.names[i], "inputs": ins, "outputs": outs, "instruction": sc.instruction,
+                      "demos": demo_dicts(sub.task, sc.demos),
+                      "template": sub.prompt_text(sc, {n: "{{" + n + "}}" for n in sub.task.input_names}),
+                      "parameters": _parameters(req, run.profile),
+                      "output_parsing": _generated_parsing(sub, sub.task, outs, None)})
+    block = _model_block(run, ev)
+    block.pop("parameters")
+    final = {**steps[-1]["output_parsing"], "metric": run.summary.get("metric")}
+    return {"format": "yaml", "name": f"{run.task.task}-winner", "api": "completions", **block,
+            "inputs": run.task.input_names, "output_parsing": final, "steps": steps, "render": RENDER_RULES,
+            "source": _source(run)}
+
+
 def _block_style(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
     if "\n" in data and data.strip():
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
@@ -312,6 +359,9 @@ def read_artifact(path: str | Path) -> tuple[dict[str, Any], str]:
 
 def artifact_template(doc: dict[str, Any], where: str) -> str:
     """The completion prompt template an export renders (for reading exports back as candidates)."""
+    if doc.get("steps"):
+        raise ConfigError("this export is a program of steps, one template per step", file=where, field="steps",
+                          fix="bench the run directory instead")
     if doc.get("format") in ("completion", "yaml"):
         return str(doc["template"])
     if doc.get("format") == "openai-chat":

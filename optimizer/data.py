@@ -222,6 +222,11 @@ def to_examples(task: TaskSpec, source: str, rows: list[dict[str, Any]]) -> list
     if out_spec.rationale_column and out_spec.rationale_column not in columns:
         raise DataError(f"column {out_spec.rationale_column!r} not found in split {source!r}", file=str(task.path),
                         field="output.rationale_column", fix="name an existing column or remove the key")
+    for i, spec in task.data_fields():
+        if spec.source not in columns:
+            raise DataError(f"column {spec.source!r} not found in split {source!r} (columns: {', '.join(sorted(columns))})",
+                            file=str(task.path), field=f"steps.{i}.output.column",
+                            fix="name an existing column or remove the key (the step's demos then come from traces)")
     examples = []
     for idx, row in enumerate(rows):
         inputs = {}
@@ -250,7 +255,10 @@ def to_examples(task: TaskSpec, source: str, rows: list[dict[str, Any]]) -> list
         rationale = None
         if out_spec.rationale_column:
             rationale = _extract(row.get(out_spec.rationale_column), out_spec.rationale_pattern) or None
-        examples.append(Example(id=f"{source}:{idx}", inputs=inputs, output=raw_out, rationale=rationale))
+        extras = {spec.name: val for _, spec in task.data_fields()
+                  if (val := _extract(row.get(spec.source), spec.pattern))}
+        examples.append(Example(id=f"{source}:{idx}", inputs=inputs, output=raw_out, rationale=rationale,
+                                extras=extras))
     return examples
 
 

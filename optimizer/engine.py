@@ -76,7 +76,7 @@ def _run(ctx: RunContext) -> RunResult:
         best_trial, best, confirmation = confirm(ctx, best_trial, best)  # the top 3 on a fresh sample
         best_trial, best, promotion = promote(ctx, best_trial, best)  # it must beat the label prior
         confirmation = mark_winner(ctx, confirmation, best_trial, best)
-        baseline = ctx.space.candidate(0, 0, 0, "generate")
+        baseline = ctx.space.seed_candidate()
         held = score_held_out(ctx, baseline, best, random_kshot(ctx, baseline, best))
     except BudgetExceeded as exc:
         ctx.evaluator.close(wait=True)  # calls still in flight finish and are accounted before the summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class Example:
     inputs: dict[str, str]
     output: str
     rationale: str | None = None
+    # a program of steps: intermediate fields' values, from the data (a step output's ``column``) or from a
+    # trace of the program that scored well (``optimizer.steps``)
+    extras: dict[str, str] = field(default_factory=dict, compare=False)
 
     def key(self) -> str:
         """Identity for leakage checks: normalised input text."""
@@ -27,7 +30,7 @@ class Example:
         return hashlib.sha1(text.encode()).hexdigest()
 
     def to_dict(self, output_name: str) -> dict[str, str]:
-        d = dict(self.inputs)
+        d = {**self.inputs, **self.extras}
         d[output_name] = self.output
         if self.rationale:
             d["reasoning"] = self.rationale

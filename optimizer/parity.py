@@ -258,6 +258,8 @@ def _compare_prompts(run: FinishedRun, ev: Evaluator, cand: Candidate, examples:
     count the endpoint reports against the optimizer's prompt's."""
     check = _PromptCheck()
     count = _token_counter(run)
+    if run.task.steps:
+        return _compare_program_prompts(ev, cand, examples, rows, count)
     for e, r in zip(examples, rows):
         req = ev.request(cand, e.inputs)
         if req.prompt is not None:
@@ -282,6 +284,39 @@ def _compare_prompts(run: FinishedRun, ev: Evaluator, cand: Candidate, examples:
             elif check.first_token_diff is None:
                 check.first_token_diff = (f"example {e.id}: the endpoint counted {r.get('prompt_tokens')} prompt "
                                           f"tokens, the optimizer's prompt has {want_tokens}")
+    return check
+
+
+def _compare_program_prompts(ev: Any, cand: Candidate, examples: list[Example], rows: list[dict[str, Any]],
+                             count: Callable[[str], int] | None) -> _PromptCheck:
+    """A program's prompts, step by step: each step's prompt the client rendered (from the template and from
+    the parts) against the optimizer's rendering of that step with the same values (the task inputs and the
+    answers the client got from the steps before it); an example counts as equal when all its steps are."""
+    check = _PromptCheck()
+    for e, r in zip(examples, rows):
+        values = {**e.inputs, **r.get("parsed", {})}
+        got = {s["name"]: s for s in r.get("steps") or []}
+        ok, tokens_ok = len(got) == len(ev.order), count is not None
+        for i in ev.order:
+            step = got.get(ev.names[i])
+            want = ev.step_request(cand, i, values).prompt
+            bad = [] if step is None else [g for g in (step.get("prompt"), step.get("parts_prompt")) if g != want]
+            if step is None or bad:
+                ok = False
+                if check.first_diff is None:
+                    check.first_diff = f"example {e.id}, step {ev.names[i]}: " + (
+                        "not run" if step is None else _first_difference(bad[0] or "", want))
+                continue
+            if count is not None and step.get("prompt_tokens") != (want_tokens := count(want)):
+                tokens_ok = False
+                if check.first_token_diff is None:
+                    check.first_token_diff = (f"example {e.id}, step {ev.names[i]}: the endpoint counted "
+                                              f"{step.get('prompt_tokens')} prompt tokens, the optimizer's prompt "
+                                              f"has {want_tokens}")
+        check.equal += int(ok)
+        if count is not None:  # an example counts when every step's prompt reached the model at its length
+            check.token_checked += 1
+            check.tokens_equal += int(tokens_ok and ok)
     return check
 
 

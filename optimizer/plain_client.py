@@ -327,6 +327,35 @@ def prepare(art: dict, inputs: dict) -> dict:
     raise ValueError(f"unknown artifact format {fmt!r}")
 
 
+def step_values(step: dict, values: dict) -> dict:
+    """A step's input values from what is known so far (a missing one is empty text)."""
+    return {f["name"]: values.get(f["name"], "") for f in step["inputs"]}
+
+
+def run_program(art: dict, inputs: dict, call) -> dict:
+    """A program of steps (``steps`` in a yaml export): each step in the listed order, its template filled
+    with the task inputs and the outputs of the steps before it, sent by ``call(prompt, parameters)`` (which
+    returns the text and the usage), and its answer parsed by its own rule. Returns the last step's text,
+    every field the steps wrote (``parsed``) and each step's prompt and text."""
+    values, written, steps, text = dict(inputs), {}, [], ""
+    for st in art["steps"]:
+        given = step_values(st, values)
+        fields = [{**f, "role": "input"} for f in st["inputs"]] + [{**f, "role": "output"} for f in st["outputs"]]
+        prompt = fill(st["template"], given)
+        rec = {"name": st["name"], "prompt": prompt,
+               "parts_prompt": render_parts(st.get("instruction") or "", fields, st.get("demos") or [], given)}
+        if call is not None:
+            text, usage = call(prompt, st["parameters"])
+            got = parse(text, st["output_parsing"])
+            name = st["outputs"][0]["name"]
+            values[name] = written[name] = str(got.get(name) or "")
+            rec.update(text=text, prompt_tokens=getattr(usage, "prompt_tokens", None))
+        steps.append(rec)
+        if call is None:  # rendering only: the next step needs this one's answer
+            break
+    return {"steps": steps, "text": text, "parsed": written}
+
+
 def meta_of(art: dict) -> dict:
     return art["prompt_optimizer"] if "prompt_optimizer" in art else art
 
@@ -359,6 +388,15 @@ def main(argv=None) -> int:
                 if not line.strip():
                     continue
                 item = json.loads(line)
+                if art.get("steps"):
+                    def call(prompt, parameters):
+                        r = client.completions.create(model=model, prompt=prompt, extra_body=extra, **parameters)
+                        return r.choices[0].text or "", r.usage
+                    t0 = time.perf_counter()
+                    rec = {"id": item["id"], **run_program(art, item["inputs"], call if client is not None else None)}
+                    rec["latency_s"] = round(time.perf_counter() - t0, 5)
+                    out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    continue
                 req = prepare(art, item["inputs"])
                 rec = {"id": item["id"], **{k: v for k, v in req.items() if k != "api"}}
                 if client is not None:

@@ -32,9 +32,14 @@ class Candidate:
     knn: int = 0  # > 0: ``demos`` is a pool; each input gets its ``knn`` most similar pool demos (TF-IDF)
     # batch scoring: the (label, offset) pairs estimated on the validation inputs, fixed with the prompt
     offsets: tuple[tuple[str, float], ...] = ()
+    # a program of several steps (``optimizer.steps``): one candidate per step, in the task's step order;
+    # the program's own instruction and demos are then empty
+    steps: tuple["Candidate", ...] = ()
 
     @property
     def key(self) -> str:
+        if self.steps:
+            return hashlib.sha1(json.dumps(["steps", [s.key for s in self.steps]]).encode()).hexdigest()[:16]
         parts: list[Any] = [self.instruction, [d.id for d in self.demos]]
         if self.scoring != "generate" or self.knn:
             parts.append(self.scoring)
@@ -117,8 +122,33 @@ def demo_dicts(task: TaskSpec, demos: tuple[Example, ...] | list[Example]) -> li
     return out
 
 
+class StepProgram(dspy.Module):
+    """A program of several steps as a DSPy module: one ``dspy.Predict`` per step, named by the step, each
+    fed the task inputs and the outputs of the steps before it; returns every field it wrote."""
+
+    def __init__(self, task: TaskSpec, steps: tuple[Candidate, ...] | None = None):
+        super().__init__()
+        self._order = [task.steps[i].name for i in task.step_order()]  # type: ignore[index]
+        self._reads = {st.name: list(st.inputs) for st in task.steps or []}
+        self._writes = {st.name: task.step_output(st).name for st in task.steps or []}
+        for i, st in enumerate(task.steps or []):
+            sub = task.step_task(i)
+            cand = steps[i] if steps else Candidate(st.instruction)
+            setattr(self, st.name, build_program(sub, cand))
+
+    def forward(self, **inputs: Any) -> dspy.Prediction:
+        values = dict(inputs)
+        for name in self._order:
+            out = getattr(self, name)(**{f: values[f] for f in self._reads[name]})
+            values[self._writes[name]] = getattr(out, self._writes[name])
+        return dspy.Prediction(**{f: values[f] for f in self._writes.values()})
+
+
 def build_program(task: TaskSpec, candidate: Candidate | None = None) -> dspy.Module:
-    """A DSPy module for the task, carrying the candidate's instruction and demos."""
+    """A DSPy module for the task, carrying the candidate's instruction and demos (a program of steps:
+    a ``StepProgram`` holding one predictor per step)."""
+    if task.steps:
+        return StepProgram(task, candidate.steps if candidate is not None and candidate.steps else None)
     candidate = candidate or Candidate(task.instruction)
     base = _signature(_task_key(task), "predict", candidate.instruction)
     if task.program == "chain_of_thought":

@@ -34,5 +34,10 @@ def renderer(task: TaskSpec, profile: LMProfile, backend: LMBackend | None = Non
     from .engine import make_evaluator
 
     base = make_evaluator(task, profile, backend)  # type: ignore[arg-type]
+    if task.steps:  # a program: its steps' requests carry the sample index
+        from .steps import ProgramEvaluator
+
+        return ProgramEvaluator(task, backend, base.metric, adapter=base.adapter_kind,  # type: ignore[return-value]
+                                profile_max_tokens=profile.max_tokens, temperature=base.temperature, sample=sample)
     return SampleEvaluator(task, backend, base.metric, adapter=base.adapter_kind,  # type: ignore[arg-type]
                            max_tokens=base.max_tokens, temperature=base.temperature, sample=sample)

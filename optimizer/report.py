@@ -323,12 +323,29 @@ def _figures(run: FinishedRun, trials: list[dict[str, Any]], preds: list[dict[st
     return figs, confusion_note
 
 
+def _program_params(p: dict[str, Any], cands: dict[str, Any]) -> dict[str, Any]:
+    """A program trial's parameters as one row: each step's instruction index and text, its demo set, and
+    the demos over all steps."""
+    steps = cands.get("steps") or []
+    texts = {(st["name"], i["index"]): i for st in steps for i in st.get("instructions", [])}
+    label = " ".join(f'{st["name"]}#{p.get(st["name"] + ".instruction")}' for st in steps)
+    text = " | ".join((texts.get((st["name"], p.get(st["name"] + ".instruction"))) or {}).get("text", "")[:70]
+                      for st in steps)
+    return {"instruction": label, "text": text, "n_demos": sum(int(p.get(st["name"] + ".n_demos", 0)) for st in steps),
+            "demo_set": " ".join(f'{st["name"]}#{p.get(st["name"] + ".demo_set", "—")}' for st in steps)}
+
+
 def _trial_rows(trials: list[dict[str, Any]], cands: dict[str, Any], best: dict[str, Any]) -> str:
-    """The per-candidate table's rows: one per trial (the winner and pruned trials marked)."""
+    """The per-candidate table's rows: one per trial (the winner and pruned trials marked; a program's
+    trial shows every step's choices)."""
     instr = {i["index"]: i for i in cands.get("instructions", [])}
     rows = []
     for t in trials:
         p = t.get("params") or {}
+        if cands.get("steps"):
+            q = _program_params(p, cands)
+            p = {"instruction": q["instruction"], "demo_set": q["demo_set"], "n_demos": q["n_demos"]}
+            instr = {q["instruction"]: {"origin": "", "text": q["text"]}}
         ins = instr.get(p.get("instruction"), {})
         cls = "winner" if t.get("trial") == best.get("trial") else ("pruned" if t.get("state") == "pruned" else "")
         rows.append(
@@ -349,8 +366,15 @@ def _summary_rows(best: dict[str, Any], base: dict[str, Any]) -> str:
         f'<tr class="{"winner" if k == "best" else ""}"><td>{name}</td><td class="num">{_e(r.get("n_demos"))}</td>'
         f'<td class="num">{_f(r.get("val"))}</td><td class="num">{_f(r.get("test"))}</td>'
         f'<td class="num">{_ci(r.get("test_ci"))}</td>'
-        f'<td class="num">{_e(r.get("prompt_words"))}</td><td>{_e(r.get("instruction"))}</td></tr>'
+        f'<td class="num">{_e(r.get("prompt_words"))}</td><td>{_e(_instruction_text(r))}</td></tr>'
         for k, name, r in (("baseline", "seed prompt", base), ("best", f"winner (trial {best.get('trial')})", best)))
+
+
+def _instruction_text(r: dict[str, Any]) -> str:
+    """A prompt's instruction (a program's: every step's, named)."""
+    if r.get("steps"):
+        return " · ".join(f'{st.get("name")}: {st.get("instruction")}' for st in r["steps"])
+    return str(r.get("instruction") or "")
 
 
 def _baseline_rows(s: dict[str, Any]) -> str:
@@ -388,6 +412,8 @@ def _page(run: FinishedRun, trials: list[dict[str, Any]], cands: dict[str, Any],
     rows = _trial_rows(trials, cands, best)
     pool = "".join(f'<tr><td class="num">{_e(i["index"])}</td><td>{_e(i["origin"])}</td><td>{_e(i["text"])}</td></tr>'
                    for i in cands.get("instructions", []))
+    pool += "".join(f'<tr><td class="num">{_e(st["name"])} #{_e(i["index"])}</td><td>{_e(i["origin"])}</td>'
+                    f'<td>{_e(i["text"])}</td></tr>' for st in cands.get("steps", []) for i in st.get("instructions", []))
     imp_line = s.get("improvement") or {}
     lm = s.get("lm") or {}
     summary_rows = _summary_rows(best, base) + _baseline_rows(s)

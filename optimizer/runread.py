@@ -106,6 +106,8 @@ class FinishedRun:
         if which not in ("best", "baseline"):
             raise ConfigError(f"unknown candidate {which!r}", field="candidate", fix="use #best or #baseline")
         info = self.summary[which]
+        if self.task.steps:
+            return self._program_candidate(which, info)
         ids = list(info.get("demo_ids") or [])
         demos: tuple[Example, ...] = ()
         knn = int(info.get("knn") or 0)
@@ -132,6 +134,31 @@ class FinishedRun:
         scoring = info.get("scoring") or "generate"
         offsets = offsets_from_json(info.get("calibration")) if scoring == "batch" else ()
         return Candidate(info["instruction"], demos, origin, scoring=scoring, knn=knn, offsets=offsets)
+
+    def _program_candidate(self, which: str, info: dict[str, Any]) -> Candidate:
+        """A program's candidate: each step's instruction from summary.json, its demos (the winner's) from that
+        step's predictor in best_program.json."""
+        steps = []
+        by_name = {s.get("name"): s for s in info.get("steps") or []}
+        for i, st in enumerate(self.task.steps or []):
+            sub, step = self.task.step_task(i), by_name.get(st.name)
+            if step is None:
+                raise ConfigError(f"summary.json has no step {st.name!r}", file=str(self.path / "summary.json"),
+                                  field=f"{which}.steps", fix="the run directory was edited; rerun `optimize`")
+            ids = list(step.get("demo_ids") or [])
+            demos: tuple[Example, ...] = ()
+            if ids:
+                saved = (self.program_state.get(st.name) or {}).get("demos") or [] if which == "best" else []
+                if len(saved) != len(ids):
+                    raise ConfigError(f"best_program.json has {len(saved)} demos for step {st.name!r}, summary.json "
+                                      f"lists {len(ids)}", file=str(self.path / "best_program.json"),
+                                      field=f"{st.name}.demos", fix="the run directory was edited; rerun `optimize`")
+                demos = tuple(demo_to_example(sub, d, i) for d, i in zip(saved, ids))
+            steps.append(Candidate(step["instruction"], demos, {"instruction_origin": step.get("instruction_origin"),
+                                                                "demo_selector": step.get("demo_selector"),
+                                                                "n_demos": len(demos)}))
+        origin = {"n_demos": sum(len(c.demos) for c in steps), "run": str(self.path), "which": which}
+        return Candidate("", (), origin, steps=tuple(steps))
 
     def test_predictions(self) -> list[dict[str, Any]]:
         f = self.path / "test_predictions.jsonl"

@@ -237,6 +237,19 @@ class OptimizerSpec(_Strict):
     crossfit: int = Field(default=60, ge=0)
 
 
+class StepSpec(_Strict):
+    """One call of a program of several steps: the fields it reads (task inputs or earlier steps' outputs),
+    the field it writes (``output``; omitted: the task's output, which one step must write) and its seed
+    instruction. An intermediate output may name a data ``column`` (and ``pattern``): its values give the
+    step's demos straight from the data, beside the traces the bootstrap keeps."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    instruction: str = Field(min_length=1)
+    inputs: list[str] = Field(min_length=1)
+    output: OutputSpec | None = None
+    max_tokens: int | None = Field(default=None, gt=0)  # per call of this step; default: the task's
+
+
 class TaskSpec(_Strict):
     task: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     version: int | str = 1
@@ -248,6 +261,8 @@ class TaskSpec(_Strict):
     output: OutputSpec
     instruction: str = Field(min_length=1)
     program: Literal["predict", "chain_of_thought"] = "predict"
+    # a program of several calls wired by field names (``optimizer.steps``); None: one call
+    steps: list[StepSpec] | None = Field(default=None, min_length=2)
     metric: MetricSpec
     lm: str = "local"  # an LM profile name (configs/lm/NAME.yaml) or a path
     adapter: Literal["auto", "completion", "chat"] = "auto"
@@ -256,6 +271,17 @@ class TaskSpec(_Strict):
 
     # where the file was read from; set by load_task, not part of the YAML
     _path: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _program_instruction(cls, data: Any) -> Any:
+        """A program of steps needs no top-level instruction: it defaults to the answering step's."""
+        if isinstance(data, dict) and "instruction" not in data and isinstance(data.get("steps"), list):
+            steps = [st for st in data["steps"] if isinstance(st, dict)]
+            final = next((st for st in steps if "output" not in st), steps[-1] if steps else {})
+            if isinstance(final.get("instruction"), str):
+                data = {**data, "instruction": final["instruction"]}
+        return data
 
     @field_validator("metric", mode="before")
     @classmethod
@@ -270,6 +296,9 @@ class TaskSpec(_Strict):
             raise ValueError(f"field names must be distinct; repeated: {', '.join(dupes)}")
         if "reasoning" in names and self.program == "chain_of_thought":
             raise ValueError("`reasoning` is reserved for chain_of_thought; rename the field")
+        if self.steps and self.program != "predict":
+            raise ValueError("a program of `steps` is its own program; remove `program: chain_of_thought` "
+                             "(write a reasoning step instead)")
         if self.splits.stratify and not self.label_set:
             raise ValueError("splits.stratify needs a label set (output.labels or metric.labels); "
                              "remove it for a task without labels")
@@ -278,6 +307,67 @@ class TaskSpec(_Strict):
     @property
     def path(self) -> Path | None:
         return self._path
+
+    def step_output(self, step: StepSpec) -> OutputSpec:
+        """The field a step writes (the task's output when the step names none, or names it)."""
+        return self.output if step.output is None or step.output.name == self.output.name else step.output
+
+    def data_fields(self) -> list[tuple[int, OutputSpec]]:
+        """The intermediate step outputs whose values the data holds (``column``): (step index, output)."""
+        return [(i, st.output) for i, st in enumerate(self.steps or [])
+                if st.output is not None and st.output.column and st.output.name != self.output.name]
+
+    def step_order(self) -> list[int]:
+        """The steps' indices in the order they run: each after the steps whose outputs it reads (ties:
+        the file's order). Raises ConfigError naming the step and field of a missing writer or a cycle."""
+        steps = self.steps or []
+        where = str(self._path) if self._path else "<task>"
+        writers: dict[str, int] = {}
+        for i, st in enumerate(steps):
+            name = self.step_output(st).name
+            if name in writers or name in self.input_names:
+                other = f"step `{steps[writers[name]].name}`" if name in writers else "the task inputs"
+                raise ConfigError(f"step `{st.name}` writes `{name}`, which {other} already provide",
+                                  file=where, field=f"steps.{i}.output.name", fix="give each step's output its own name")
+            writers[name] = i
+        if self.output.name not in writers:
+            raise ConfigError(f"no step writes the task's output `{self.output.name}`", file=where, field="steps",
+                              fix="leave the last step's `output` out (it then writes the task's output)")
+        for i, st in enumerate(steps):
+            for f in st.inputs:
+                if f not in writers and f not in self.input_names:
+                    known = ", ".join(self.input_names + list(writers))
+                    raise ConfigError(f"step `{st.name}` reads `{f}`, which no step writes and no task input is",
+                                      file=where, field=f"steps.{i}.inputs", fix=f"read one of {known}")
+        order: list[int] = []
+        done: set[str] = set(self.input_names)
+        while len(order) < len(steps):
+            ready = [i for i, st in enumerate(steps) if i not in order and all(f in done for f in st.inputs)]
+            if not ready:
+                i = next(i for i, st in enumerate(steps) if i not in order)
+                f = next(f for f in steps[i].inputs if f not in done)
+                raise ConfigError(f"steps form a cycle: step `{steps[i].name}` reads `{f}`, which step "
+                                  f"`{steps[writers[f]].name}` writes from what `{steps[i].name}` leads to",
+                                  file=where, field=f"steps.{i}.inputs",
+                                  fix="a step may read only task inputs and the outputs of steps before it")
+            order.append(ready[0])
+            done.add(self.step_output(steps[ready[0]]).name)
+        return order
+
+    def step_task(self, i: int) -> "TaskSpec":
+        """Step ``i`` as a task of one call: its inputs (task inputs, or earlier steps' outputs shown with
+        their prefixes), its output and instruction; the data, metric and settings are the task's."""
+        assert self.steps is not None
+        st = self.steps[i]
+        fields = {f.name: f for f in self.inputs}
+        for other in self.steps:
+            out = self.step_output(other)
+            fields.setdefault(out.name, FieldSpec(name=out.name, prefix=out.prefix, description=out.description))
+        spec = self.model_copy(update={
+            "inputs": [fields[f] for f in st.inputs], "output": self.step_output(st), "instruction": st.instruction,
+            "program": "predict", "steps": None, "max_tokens": st.max_tokens or self.max_tokens})
+        spec._path = self._path
+        return spec
 
     @property
     def base_dir(self) -> Path:
@@ -371,6 +461,8 @@ def load_task(path: str | Path) -> TaskSpec:
     except ValidationError as exc:
         raise validation_error_to_config_error(exc, str(path), TaskSpec) from None
     spec._path = path.resolve()
+    if spec.steps:
+        spec.step_order()
     return spec
 
 
@@ -382,6 +474,8 @@ def task_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, nam
         raise validation_error_to_config_error(exc, name, TaskSpec) from None
     if base_dir is not None:
         spec._path = Path(base_dir).resolve() / "task.yaml"
+    if spec.steps:
+        spec.step_order()
     return spec
 
 

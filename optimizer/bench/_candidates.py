@@ -30,6 +30,13 @@ class BenchCandidate:
     kind: str  # run | run-baseline | candidates-file | export-<format> | dspy-program
 
     def describe(self, task: TaskSpec) -> dict[str, Any]:
+        c = self.candidate
+        if c.steps:  # a program: every step's instruction and demos
+            steps = [{"name": st.name, "instruction": sc.instruction, "n_demos": len(sc.demos),
+                      "demo_ids": [d.id for d in sc.demos], "demos": demo_dicts(task.step_task(i), sc.demos)}
+                     for i, (st, sc) in enumerate(zip(task.steps or [], c.steps))]
+            return {"name": self.name, "source": self.source, "kind": self.kind, "key": c.key, "instruction": "",
+                    "n_demos": sum(s["n_demos"] for s in steps), "demo_ids": [], "demos": [], "steps": steps}
         return {"name": self.name, "source": self.source, "kind": self.kind, "key": self.candidate.key,
                 "instruction": self.candidate.instruction, "n_demos": len(self.candidate.demos),
                 "demo_ids": [d.id for d in self.candidate.demos],

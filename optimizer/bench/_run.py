@@ -244,13 +244,18 @@ class _Calls:
         backend = self.backend
         saved_cache, backend.cache = backend.cache, None
         try:
+            if bc.candidate.steps:  # a program: one answer is all of its steps' calls
+                def answer(inputs: dict[str, Any]) -> Any:
+                    return ev.chain(bc.candidate, inputs)  # type: ignore[attr-defined]
+            else:
+                def answer(inputs: dict[str, Any]) -> Any:
+                    return backend.complete(ev.request(bc.candidate, inputs))
             if not self.warm:  # load the model (or open the connection) outside the timing
-                backend.complete(ev.request(bc.candidate, examples[0].inputs))
+                answer(examples[0].inputs)
                 self.warm = True
             for ex in examples[have:want]:
-                req = ev.request(bc.candidate, ex.inputs)
                 t1 = time.perf_counter()
-                resp = backend.complete(req)
+                resp = answer(ex.inputs)
                 dt = time.perf_counter() - t1
                 rec = {"timing": True, "candidate": key, "example": ex.id, "latency_s": round(dt, 5),
                        "prompt_tokens": resp.prompt_tokens, "completion_tokens": resp.completion_tokens}

@@ -44,6 +44,11 @@ def judge_profile(task: TaskSpec) -> LMProfile:
 
 def make_evaluator(task: TaskSpec, profile: LMProfile, backend: LMBackend) -> Evaluator:
     adapter = task.adapter if task.adapter != "auto" else profile.resolved_adapter
+    if task.steps:  # a program of steps: one call per step (optimizer.steps)
+        from ..steps import ProgramEvaluator
+
+        return ProgramEvaluator(task, backend, build_metric(task), adapter=adapter,
+                                profile_max_tokens=profile.max_tokens, temperature=profile.temperature)
     return Evaluator(task, backend, build_metric(task), adapter=adapter,
                      max_tokens=default_max_tokens(task, profile.max_tokens), temperature=profile.temperature)
 

@@ -31,6 +31,29 @@ def _judge_row(task: TaskSpec, evaluator: Any, splits: Any, rows: dict[str, dict
     return row
 
 
+class _ProgramPlan:
+    """A program's share of the plan: every step's call, rendered with the values the data holds (an
+    intermediate field the data lacks renders empty), a typical program with k of its data demos per step."""
+
+    def __init__(self, task: TaskSpec, evaluator: Any, train: list, k: int):
+        from ..steps import labelled_values, step_examples
+
+        self.task, self.ev = task, evaluator
+        self.subs = [sub.task for sub in evaluator.steps]
+        labelled = [(ex.id, labelled_values(task, ex)) for ex in train]
+        self.seed = evaluator.seed()
+        self.pools = [step_examples(task, i, labelled) for i in range(len(self.subs))]  # the data's examples
+        self.typical = evaluator.program([Candidate(sub.instruction, tuple(pool[:k]))
+                                          for sub, pool in zip(self.subs, self.pools)])
+        self.max_tokens = sum(sub.max_tokens for sub in evaluator.steps)
+
+    def tokens(self, cand: Candidate, examples: list) -> int:
+        from ..steps import labelled_values
+
+        return sum(estimate_tokens(self.ev.step_request(cand, i, labelled_values(self.task, ex)))[0]
+                   for ex in examples for i in self.ev.order)
+
+
 def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
     """What a run would spend, projected without a single LM call: calls and tokens per phase (upper
     bounds: no pruning, cold cache), and the cost where prices are known."""
@@ -47,7 +70,11 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
     k = (max_demos + 1) // 2  # n_demos is drawn from 0..max_demos
     demos = tuple(splits.train[:k])
 
+    steps = _ProgramPlan(task, evaluator, splits.train, k) if task.steps else None
+
     def tokens(cand: Candidate, examples: list) -> int:
+        if steps is not None:
+            return steps.tokens(cand, examples)
         total = 0
         for ex in examples:
             req = evaluator.request(cand, ex.inputs)
@@ -58,19 +85,26 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
     inst = task.optimizer.instructions
     asks = [r for k in dict.fromkeys(task.optimizer.proposers)  # as if each proposer filled the pool first
             for r in PROPOSERS.get(k).planned_calls(task, splits.train, PROPOSERS.get(k).share(inst - 1)) or ()]
+    if steps is not None:  # each step's pool is proposed apart
+        asks = [r for sub, pool in zip(steps.subs, steps.pools) for k in dict.fromkeys(task.optimizer.proposers)
+                for r in PROPOSERS.get(k).planned_calls(sub, pool, PROPOSERS.get(k).share(inst - 1)) or ()]
     rows["proposer"] = {"calls": len(asks), "prompt_tokens": sum(estimate_tokens(r)[0] for r in asks),
                         "completion_tokens": sum(r.max_tokens for r in asks)}
-    mt = evaluator.max_tokens
+    per = len(task.steps or [None])  # calls per answer: one per step of a program
+    mt = steps.max_tokens if steps is not None else evaluator.max_tokens  # per answer, over its calls
     sctx = SelectionContext(splits.train, seed, instruction=task.instruction,
                             budget=task.optimizer.bootstrap_examples)
     runs = [r for k in dict.fromkeys(task.optimizer.selectors) if max_demos
             for r in SELECTORS.get(k).planned_runs(sctx, max_demos)]
-    rows["bootstrap"] = {"calls": len(runs), "prompt_tokens": sum(tokens(c, [ex]) for c, ex in runs),
-                         "completion_tokens": len(runs) * mt}
     typical = Candidate(task.instruction, demos, {})
     seed_c = Candidate(task.instruction, (), {})
+    if steps is not None:  # the seed program's traces on bootstrap_examples training examples
+        typical, seed_c = steps.typical, steps.seed
+        runs = [(typical, ex) for ex in splits.train[:task.optimizer.bootstrap_examples]]
+    rows["bootstrap"] = {"calls": len(runs) * per, "prompt_tokens": sum(tokens(c, [ex]) for c, ex in runs),
+                         "completion_tokens": len(runs) * mt}
     scored = selection_examples(task, splits, seed)
-    rows["search"] = {"calls": n_trials * len(scored), "prompt_tokens": n_trials * tokens(typical, scored),
+    rows["search"] = {"calls": n_trials * len(scored) * per, "prompt_tokens": n_trials * tokens(typical, scored),
                       "completion_tokens": n_trials * len(scored) * mt}
     if opts.search_calls is not None:  # the search stops at the cap
         room = max(0, opts.search_calls - rows["proposer"]["calls"] - rows["bootstrap"]["calls"])
@@ -82,13 +116,13 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
     # (issue 25) the random k-shot baseline on test when the winner may have demos
     kshot = len(splits.test) if demos else 0
     n_report = 2 * len(splits.test) + len(splits.validation) + kshot
-    rows["test"] = {"calls": n_report, "completion_tokens": n_report * mt,
+    rows["test"] = {"calls": n_report * per, "completion_tokens": n_report * mt,
                     "prompt_tokens": tokens(seed_c, splits.test) + (2 if kshot else 1) * tokens(typical, splits.test)
                     + tokens(seed_c, splits.validation)}
     # the top 3 candidates and the winner on a confirmation sample of training examples (at most as many as
     # the validation split has)
     n_conf = 4 * min(len(splits.validation), len(splits.train))
-    rows["confirmation"] = {"calls": n_conf, "completion_tokens": n_conf * mt,
+    rows["confirmation"] = {"calls": n_conf * per, "completion_tokens": n_conf * mt,
                             "prompt_tokens": 4 * tokens(typical, splits.train[:len(splits.validation)])}
     judge = _judge_row(task, evaluator, splits, rows)  # one judgment per scored answer, on the judge's LM
     total = {key: sum(r[key] for r in rows.values()) for key in ("calls", "prompt_tokens", "completion_tokens")}

@@ -11,10 +11,11 @@ from .. import __version__
 from ..errors import BudgetExceeded
 from ..lm.base import Usage
 from ..proposers import ProposalContext, instruction_pool
-from ..search import (ATTR, SearchSpace, check_setup, ensure_slots, make_sampler, publish_setup, setup_startup,
+from ..search import (ATTR, ProgramSpace, SearchSpace, check_setup, ensure_slots, make_sampler, publish_setup, setup_startup,
                       space_of, startup_trials, study_setup, wait_setup)
 from ..plugins import SELECTORS
 from ..selectors import SelectionContext, demo_pool, fill_pool
+from ..steps import bootstrap_traces, step_pool
 from .context import RunContext
 from .inputs import data_fingerprint, scorings_of
 from .trials import run_early_slots
@@ -44,12 +45,20 @@ def candidate_space(ctx: RunContext) -> None:
 
 def candidates_record(described: dict[str, Any], notes: dict[str, Any]) -> dict[str, Any]:
     """candidates.json: the space, each LM-written instruction with the check it passed (from the proposer
-    notes, which also list the drafts that were turned down and why), and the selectors' notes."""
-    checks = {(a["origin"], a["text"]): {k: v for k, v in a.items() if k not in ("origin", "text")}
-              for a in (notes.get("proposer_notes") or {}).get("accepted", [])}
-    for entry in described["instructions"]:
-        if (entry["origin"], entry["text"]) in checks:
-            entry["check"] = checks[(entry["origin"], entry["text"])]
+    notes, which also list the drafts that were turned down and why), and the selectors' notes. A program's
+    space lists every step's instructions, checked against that step's proposer notes."""
+    def mark(instructions: list[dict[str, Any]], proposer_notes: dict[str, Any]) -> None:
+        checks = {(a["origin"], a["text"]): {k: v for k, v in a.items() if k not in ("origin", "text")}
+                  for a in proposer_notes.get("accepted", [])}
+        for entry in instructions:
+            if (entry["origin"], entry["text"]) in checks:
+                entry["check"] = checks[(entry["origin"], entry["text"])]
+
+    if "steps" in described:
+        for step in described["steps"]:
+            mark(step["instructions"], ((notes.get("proposer_notes") or {}).get(step["name"]) or {}))
+    else:
+        mark(described["instructions"], notes.get("proposer_notes") or {})
     return {**described, **notes}
 
 
@@ -57,6 +66,9 @@ def build_space(ctx: RunContext, data_id: str) -> None:
     """The creator's part: propose instructions, select demo sets, run the start trials that need no
     bootstrapped set, let the bootstrap teacher fill the rest of the pool, and publish the space."""
     task, opts, phases = ctx.task, ctx.opts, ctx.phases
+    if task.steps:
+        build_program_space(ctx, data_id)
+        return
     # auto's one label readout of the seed prompt, now that the budget and the spend log count it
     ctx.scorings = scorings_of(task, ctx.evaluator, ctx.splits.validation[0] if ctx.splits.validation else None)
     pool, pctx = propose_instructions(ctx)
@@ -97,6 +109,56 @@ def build_space(ctx: RunContext, data_id: str) -> None:
                  "bootstrap_after_slots": early,
                  # fixed for every worker and every resumed process
                  "startup_trials": startup}
+    publish_setup(ctx.study, space, ctx.setup)
+
+
+def build_program_space(ctx: RunContext, data_id: str) -> None:
+    """The creator's part for a program of steps (``optimizer.steps``): bootstrap traces of the seed program
+    (the demos of every step), then per step an instruction pool (the proposers, shown that step's fields
+    and examples) and demo sets drawn from its pool by the selectors that call no LM; publish the space."""
+    task, phases, opt = ctx.task, ctx.phases, ctx.task.optimizer
+    ev = ctx.evaluator
+    ctx.scorings = ev.scorings(opt.scoring)
+    ctx.emit("phase", name="demos")
+    u0 = ctx.backend.usage
+    traces, boot_notes = bootstrap_traces(ev, ctx.splits.train, ctx.seed, opt.bootstrap_examples, opt.max_demos)
+    phases["bootstrap"] = (ctx.backend.usage - u0).to_dict()
+    ctx.emit("phase", name="instructions")
+    u0 = ctx.proposer_backend.usage
+    # kNN pools are left out: a step's per-input retrieval would read fields earlier steps write
+    kinds = [k for k in opt.selectors if not (SELECTORS.get(k).makes_lm_calls or SELECTORS.get(k).per_input)]
+    spaces, proposer_notes, selector_notes, probes = [], {}, {}, Usage()
+    for i, (st, sub) in enumerate(zip(task.steps or [], ev.steps)):
+        pool = step_pool(task, i, ctx.splits.train, traces)
+        final = sub.task.output.name == task.output.name
+        pctx = ProposalContext(sub.task, pool, ctx.seed, ctx.proposer_backend,
+                               chat=ctx.proposer_profile.resolved_adapter == "chat",
+                               evaluator=sub if final else None, scoring="generate")
+        instructions = instruction_pool(pctx, opt.instructions, opt.proposers)
+        probe = pctx.notes.pop("probe_usage", None)
+        if probe:  # the reflective probes ran the final step's prompt: task-LM calls
+            probes += Usage(**{k: v for k, v in probe.items() if k != "paid_calls"})
+        sctx = SelectionContext(pool, ctx.seed, labels=sub.task.label_set if final else None,
+                                instruction=st.instruction)
+        sets = demo_pool(sctx, opt.demo_sets, opt.max_demos, kinds or ["random"]) if opt.max_demos and pool else []
+        spaces.append(SearchSpace([(p.text, p.origin) for p in instructions], sets, opt.max_demos, ["generate"],
+                                  opt.demo_orders, "demos", opt.start_demos, False))
+        proposer_notes[st.name], selector_notes[st.name] = pctx.notes, {**sctx.notes, "pool": len(pool)}
+    proposer_used = ctx.proposer_backend.usage - u0
+    if probes.calls:
+        phases["probe"] = probes.to_dict()
+        if ctx.proposer_backend is ctx.backend:
+            proposer_used = proposer_used - probes
+    phases["proposer"] = proposer_used.to_dict()
+    if ctx.budget.tripped:
+        raise BudgetExceeded(ctx.budget.tripped, field=ctx.budget.tripped.split()[0],
+                             fix="raise the budget and run the same command again to continue")
+    ctx.space = space = ProgramSpace([st.name for st in task.steps or []], spaces)
+    ctx.notes = {"bootstrap_notes": boot_notes, "proposer_notes": proposer_notes, "selector_notes": selector_notes}
+    ctx.setup = {"task": task.task, "seed": ctx.seed, "data": data_id, "n_trials": ctx.n_trials,
+                 "validation": len(ctx.splits.validation), "optimizer_version": __version__,
+                 "setup_calls": sum(phases[k]["calls"] for k in ("bootstrap", "proposer", "probe")),
+                 "bootstrap_after_slots": 0, "startup_trials": opt.startup_trials or startup_trials(ctx.n_trials)}
     publish_setup(ctx.study, space, ctx.setup)
 
 

@@ -39,7 +39,7 @@ def best_so_far(ctx: RunContext, reason: str) -> Outcome:
     study, space, task = ctx.study, ctx.space, ctx.task
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == S.COMPLETE] if study is not None else []
     if space is not None:
-        baseline = space.candidate(0, 0, 0, "generate")
+        baseline = space.seed_candidate()
     else:
         baseline = Candidate(task.instruction.strip(), (), {"instruction": 0, "instruction_origin": "seed"})
     best, best_trial = baseline, None
@@ -78,7 +78,7 @@ def summarize(ctx: RunContext, o: Outcome) -> dict[str, Any]:
     usage = ctx.usage().to_dict()
     s: dict[str, Any] = {
         "task": task.task, "task_version": task.version, "optimizer_version": __version__, "seed": ctx.seed,
-        "lm": ctx.profile.public_dict(), "adapter": evaluator.adapter_kind, "program": task.program,
+        "lm": ctx.profile.public_dict(), "adapter": evaluator.adapter_kind, "program": "steps" if task.steps else task.program,
         "metric": evaluator.metric.name, "splits": splits.sizes(), "leakage_removed": splits.leakage,
     }
     if o.stopped is not None:
@@ -118,13 +118,20 @@ def describe(ctx: RunContext, c: Candidate, val: float | None, test_ci: Interval
              extra: dict[str, Any]) -> dict[str, Any]:
     """One prompt of the summary: what it is, its validation score and (finished runs) its test interval."""
     evaluator = ctx.evaluator
-    return {"instruction": c.instruction, "instruction_origin": c.origin.get("instruction_origin"),
-            "n_demos": c.knn or len(c.demos), "demo_ids": [d.id for d in c.demos],
-            "demo_selector": c.origin.get("demo_selector"), **scoring_fields(evaluator, c),
+    steps = {"steps": [{"name": n, **_prompt_fields(sc), "demo_order": sc.origin.get("order", 0)} for n, sc in zip(evaluator.names, c.steps)]
+             } if c.steps else {}
+    return {**_prompt_fields(c), **steps, **scoring_fields(evaluator, c),
             "val": round(val, 6) if val is not None else None,
             "test": round(test_ci.mean, 6) if test_ci is not None else None,
             "test_ci": [round(test_ci.low, 6), round(test_ci.high, 6)] if test_ci is not None else None,
             "prompt_words": evaluator.prompt_tokens(c), **extra}
+
+
+def _prompt_fields(c: Candidate) -> dict[str, Any]:
+    """What one prompt is (a program's: its demos summed over the steps, which each say theirs)."""
+    n_demos = sum(sc.knn or len(sc.demos) for sc in c.steps) if c.steps else c.knn or len(c.demos)
+    return {"instruction": c.instruction, "instruction_origin": c.origin.get("instruction_origin"),
+            "n_demos": n_demos, "demo_ids": [d.id for d in c.demos], "demo_selector": c.origin.get("demo_selector")}
 
 
 def _value(trial: Any) -> float | None:

@@ -55,7 +55,10 @@ def prior_scores(evaluator: Evaluator, label: str, examples: list[Example]) -> l
 
 def random_kshot(ctx: RunContext, seed_prompt: Candidate, best: Candidate) -> Candidate | None:
     """The seed instruction with k training demos drawn at random (one seeded draw), k the winner's demo
-    count; None when k is 0 (the seed prompt itself)."""
+    count; None when k is 0 (the seed prompt itself). A program: every step's seed instruction with as many
+    demos as the winner's step has, drawn at random from that step's demo pool."""
+    if best.steps:
+        return _random_program(ctx, best)
     k = min(best.knn or len(best.demos), len(ctx.splits.train))
     if k == 0:
         return None
@@ -65,6 +68,22 @@ def random_kshot(ctx: RunContext, seed_prompt: Candidate, best: Candidate) -> Ca
                      {"instruction": 0, "instruction_origin": seed_prompt.origin.get("instruction_origin"),
                       "demo_selector": "random_kshot", "n_demos": k, "order": 0, "scoring": scoring},
                      scoring=scoring)
+
+
+def _random_program(ctx: RunContext, best: Candidate) -> Candidate | None:
+    space = ctx.space
+    rng = random.Random(f"{ctx.seed}:random_kshot")
+    steps = []
+    for sp, won in zip(space.steps, best.steps):
+        pool = list({e.id: e for _, exs in sp.demo_sets for e in exs}.values())
+        k = min(len(won.demos), len(pool))
+        demos = tuple(rng.sample(pool, k)) if k else ()
+        steps.append(Candidate(sp.instructions[0][0], demos, {"instruction": 0, "demo_selector": "random_kshot",
+                                                               "n_demos": k, "order": 0, "scoring": "generate"}))
+    if not any(c.demos for c in steps):
+        return None
+    return Candidate("", (), {"demo_selector": "random_kshot", "n_demos": sum(len(c.demos) for c in steps),
+                              "scoring": "generate"}, steps=tuple(steps))
 
 
 def _beats_prior(ctx: RunContext, cand: Candidate, prior_val: list[float]) -> float:
@@ -114,7 +133,7 @@ def promote(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
     # the seed prompt's own trial (instruction 0, no demos; with ``start: demos`` it is not slot 0)
     seeds = [t for t in complete if t.params.get("instruction") == 0 and t.params.get("n_demos", 0) == 0]
     seed_trial = max(seeds, key=_rank) if seeds else None
-    seed = ctx.space.of_trial(seed_trial) if seed_trial is not None else ctx.space.candidate(0, 0, 0, "generate")
+    seed = ctx.space.of_trial(seed_trial) if seed_trial is not None else ctx.space.seed_candidate()
     return seed_trial, seed, {"rule": "seed_fallback",
                               "chosen_trial": seed_trial.number if seed_trial is not None else None,
                               "why": f"{lost}, and every candidate answers one label on 90% or more of "
@@ -184,7 +203,8 @@ def honest_fields(ctx: RunContext, held: HeldOut, best: Candidate, answers: dict
     """summary.json's ``baselines`` (each with val, test, test_ci; random_kshot is scored on test only, its
     val None) and ``verdict``."""
     ev, splits, seed = ctx.evaluator, ctx.splits, ctx.seed
-    label, k = prior_label(ctx), best.knn or len(best.demos)
+    label = prior_label(ctx)
+    k = sum(len(c.demos) for c in best.steps) if best.steps else best.knn or len(best.demos)
     baselines: dict[str, Any] = {"seed": _entry(held.base_val.mean, held.base_test.scores, seed),
                                  "label_prior": None, "random_kshot": None}
     tests = {"seed": held.base_test.scores}
@@ -193,7 +213,8 @@ def honest_fields(ctx: RunContext, held: HeldOut, best: Candidate, answers: dict
         baselines["label_prior"] = {"label": label, **_entry(sum(pv) / len(pv) if pv else None, pt, seed)}
         tests["label_prior"] = pt
     if held.kshot_test is not None:
-        baselines["random_kshot"] = {"k": k, "demo_ids": [d.id for d in held.kshot_test.candidate.demos],
+        kc = held.kshot_test.candidate
+        baselines["random_kshot"] = {"k": k, "demo_ids": [d.id for c in (kc.steps or (kc,)) for d in c.demos],
                                      **_entry(None, held.kshot_test.scores, seed)}
         tests["random_kshot"] = held.kshot_test.scores
     v = verdict(held.best_test.scores, tests, baseline_names(label, k), seed)

@@ -23,7 +23,7 @@ would have.
 
 Layout:
 
-- ``space``    the candidate space (``SearchSpace``) and its fixed first slots
+- ``space``    the candidate space (``SearchSpace``; a program's, ``ProgramSpace``) and its fixed first slots
 - ``sampling`` the slot-seeded sampler (``SlotSeededTPE``) and slot numbering
 - ``racing``   the pruners (Wilcoxon, ``PairedHalvingPruner``), the shared validation order, balanced weights
 - ``storage``  storage URLs -> Optuna storages (``open_storage``), passwords redacted
@@ -38,12 +38,12 @@ from .protocol import (check_setup, connect_study, ensure_slots, publish_setup, 
                        study_setup, wait_setup)
 from .racing import PairedHalvingPruner, balanced_weights, shared_validation_order
 from .sampling import make_sampler, startup_trials, trial_slot
-from .space import SearchSpace
+from .space import ProgramSpace, SearchSpace
 from .storage import open_storage, redact_url
 from .winner import pareto_front, pick_best
 from .worker import Search
 
-__all__ = ["ATTR", "PairedHalvingPruner", "Search", "SearchSpace", "balanced_weights", "check_setup",
+__all__ = ["ATTR", "PairedHalvingPruner", "ProgramSpace", "Search", "SearchSpace", "balanced_weights", "check_setup",
            "connect_study", "ensure_slots", "make_sampler", "open_storage", "pareto_front", "pick_best",
            "publish_setup", "redact_url", "setup_startup", "shared_validation_order", "space_of",
            "startup_trials", "study_setup", "trial_slot", "wait_setup"]

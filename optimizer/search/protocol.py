@@ -19,7 +19,7 @@ from ..errors import ConfigError, StorageError
 from .attrs import ATTR
 from .racing import make_pruner
 from .sampling import make_sampler, startup_trials, trial_slot
-from .space import SearchSpace
+from .space import ProgramSpace, SearchSpace, space_from_description
 from .storage import _storage_error
 
 
@@ -107,9 +107,9 @@ def wait_setup(study: optuna.Study, *, timeout: float, poll: float = 1.0,
         time.sleep(poll)
 
 
-def space_of(study: optuna.Study, train: list[Example]) -> SearchSpace:
+def space_of(study: optuna.Study, train: list[Example]) -> SearchSpace | ProgramSpace:
     attrs = study._storage.get_study_user_attrs(study._study_id)
-    return SearchSpace.from_description(attrs[ATTR + "space"], train)
+    return space_from_description(attrs[ATTR + "space"], train)
 
 class _Heartbeat:
     """Writes a timestamp on the running trial every ``interval`` seconds (shared storages)."""

@@ -63,6 +63,24 @@ class SearchSpace:
                                        "n_demos": knn or len(demos), "order": order if len(demos) > 1 else 0,
                                        "scoring": scoring}, scoring=scoring, knn=knn)
 
+    def seed_candidate(self) -> Candidate:
+        """The seed prompt: the seed instruction, no demos, generated text."""
+        return self.candidate(0, 0, 0, "generate")
+
+    def suggest(self, trial: optuna.Trial, prefix: str = "") -> Candidate:
+        """The trial's candidate as the sampler proposes it (a fixed slot's parameters come back as
+        enqueued); ``prefix`` names the parameters of one step of a program (``optimizer.steps``)."""
+        i = trial.suggest_int(prefix + "instruction", 0, len(self.instructions) - 1)
+        d = k = o = 0
+        if self.has_demos:
+            d = trial.suggest_int(prefix + "demo_set", 0, len(self.demo_sets) - 1)
+            k = trial.suggest_int(prefix + "n_demos", 0, self.max_demos)
+            if self.orders > 1:  # always suggested (no conditional space); ignored below 2 demos
+                o = trial.suggest_int(prefix + "order", 0, self.orders - 1)
+        sc = (trial.suggest_categorical(prefix + "scoring", self.scorings)
+              if len(self.scorings) > 1 and not self.joint_readouts else None)
+        return self.candidate(i, d, k, sc, o)
+
     def of_params(self, p: dict[str, Any], readout: str | None = None) -> Candidate:
         """The candidate of a trial's parameters (``readout``: the scoring a joint-readout trial kept)."""
         return self.candidate(p["instruction"], p.get("demo_set", 0), p.get("n_demos", 0),
@@ -152,3 +170,85 @@ class SearchSpace:
                    list(d.get("scorings") or ["generate"]), int(d.get("orders", 1)), str(d.get("start", "seed")),
                    int(d.get("start_demos", 4)), bool(d.get("joint", False)))
 
+
+
+@dataclass
+class ProgramSpace:
+    """The space of a program of steps (``optimizer.steps``): one ``SearchSpace`` per step (in the task
+    file's order), each step's parameters named ``STEP.instruction``, ``STEP.demo_set``, ``STEP.n_demos``
+    and ``STEP.order``. Answers are generated text. The fixed first slots: every step with its first demo
+    set (the steps without demos at their seed), then the seed program."""
+
+    names: list[str]
+    steps: list[SearchSpace]
+    scorings: list[str] = dataclasses.field(default_factory=lambda: ["generate"])
+    joint_readouts: bool = False
+
+    @property
+    def has_demos(self) -> bool:
+        return any(sp.has_demos for sp in self.steps)
+
+    @property
+    def demo_sets(self) -> list[tuple[str, list[Example]]]:
+        """Every step's demo sets (what a confirmation sample keeps out of)."""
+        return [s for sp in self.steps for s in sp.demo_sets]
+
+    def _join(self, steps: list[Candidate]) -> Candidate:
+        named = list(zip(self.names, steps))
+        origin = {"steps": {n: c.origin for n, c in named}, "n_demos": sum(len(c.demos) for c in steps),
+                  "scoring": "generate",  # each step's choices in one line, for trial records and the summary
+                  "instruction_origin": " ".join(f"{n}:{c.origin.get('instruction_origin')}" for n, c in named),
+                  "demo_selector": " ".join(f"{n}:{c.origin.get('demo_selector') or '-'}" for n, c in named)}
+        return Candidate("", (), origin, steps=tuple(steps))
+
+    def seed_candidate(self) -> Candidate:
+        return self._join([sp.seed_candidate() for sp in self.steps])
+
+    def suggest(self, trial: optuna.Trial, prefix: str = "") -> Candidate:
+        return self._join([sp.suggest(trial, f"{prefix}{n}.") for n, sp in zip(self.names, self.steps)])
+
+    def _split(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k[len(n) + 1:]: v for k, v in p.items() if k.startswith(n + ".")} for n in self.names]
+
+    def _merge(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        return {f"{n}.{k}": v for n, p in zip(self.names, parts) for k, v in p.items()}
+
+    def of_params(self, p: dict[str, Any], readout: str | None = None) -> Candidate:
+        return self._join([sp.of_params(q) for sp, q in zip(self.steps, self._split(p))])
+
+    def of_trial(self, t: optuna.trial.FrozenTrial) -> Candidate:
+        return self.of_params(t.params)
+
+    def seed_params(self) -> dict[str, Any]:
+        return self._merge([sp.seed_params() for sp in self.steps])
+
+    def fixed_params(self, slot: int) -> dict[str, Any] | None:
+        start = self._merge([sp.start_params("demos") or sp.seed_params() for sp in self.steps])
+        order = [start] if start != self.seed_params() else []
+        order.append(self.seed_params())
+        return order[slot] if slot < len(order) else None
+
+    def early_slots(self) -> int:
+        return 0  # a program's demos come from the bootstrap, which runs before any trial
+
+    def describe(self) -> dict[str, Any]:
+        """Each step's space, with its demos in full (a step's demos hold fields earlier steps wrote, which
+        no training example has)."""
+        steps = []
+        for n, sp in zip(self.names, self.steps):
+            demos = {e.id: {"inputs": e.inputs, "output": e.output} for _, exs in sp.demo_sets for e in exs}
+            steps.append({"name": n, **sp.describe(), "demos": demos})
+        return {"steps": steps, "scorings": list(self.scorings)}
+
+    @classmethod
+    def from_description(cls, d: dict[str, Any]) -> "ProgramSpace":
+        spaces = []
+        for s in d["steps"]:
+            pool = [Example(i, dict(v["inputs"]), str(v["output"])) for i, v in s["demos"].items()]
+            spaces.append(SearchSpace.from_description(s, pool))
+        return cls([s["name"] for s in d["steps"]], spaces)
+
+
+def space_from_description(d: dict[str, Any], train: list[Example]) -> SearchSpace | ProgramSpace:
+    """The space a study holds: a program's (``steps``) or one prompt's."""
+    return ProgramSpace.from_description(d) if "steps" in d else SearchSpace.from_description(d, train)

@@ -56,7 +56,7 @@ class TrialRun:
         self.host = host
         self.trial = trial
         self.slot = slot
-        self.cand = _suggest(trial, host.space)
+        self.cand = host.space.suggest(trial)
         # joint readouts: the same responses scored under every label readout; the first readout_after
         # examples choose the one the trial reports (racing cannot prune before them), and a trial that
         # completes keeps the readout with the best mean over the whole split
@@ -234,20 +234,6 @@ class TrialRun:
             trial.set_user_attr("partial_mean", mean)
         trial.set_user_attr("prompt_words", rec["prompt_words"])
         trial.set_user_attr(ATTR + "record", rec)
-
-
-def _suggest(trial: optuna.Trial, space: SearchSpace) -> Candidate:
-    """The trial's candidate as the sampler proposes it (a fixed slot's parameters come back as enqueued)."""
-    i = trial.suggest_int("instruction", 0, len(space.instructions) - 1)
-    d = k = o = 0
-    if space.has_demos:
-        d = trial.suggest_int("demo_set", 0, len(space.demo_sets) - 1)
-        k = trial.suggest_int("n_demos", 0, space.max_demos)
-        if space.orders > 1:  # always suggested (no conditional space); ignored below 2 demos
-            o = trial.suggest_int("order", 0, space.orders - 1)
-    sc = (trial.suggest_categorical("scoring", space.scorings)
-          if len(space.scorings) > 1 and not space.joint_readouts else None)
-    return space.candidate(i, d, k, sc, o)
 
 
 def _best_readout(per: dict[str, list[float]], prefer: str | None = None) -> str:

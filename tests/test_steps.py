@@ -1,0 +1,259 @@
+"""Programs of several steps (``steps:`` in task.yaml): the step graph's checks, a program scored step by step,
+bootstrapped demos of every step, a whole search, its run directory read back, a resumed run and the yaml
+export run by the plain client. On a scripted LM; the same on the real model is in
+``test_steps_real_model.py``."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from conftest import run_cli
+from optimizer.artifacts import build_artifact, serialize
+from optimizer.data import make_splits
+from optimizer.engine import RunOptions, optimize
+from optimizer.errors import ConfigError, DataError
+from optimizer.lm.base import LMBackend, LMRequest, LMResponse
+from optimizer.lm.profiles import LMProfile
+from optimizer.metrics import build_metric
+from optimizer.plain_client import run_program
+from optimizer.program import Candidate
+from optimizer.runread import FinishedRun
+from optimizer.steps import ProgramEvaluator, bootstrap_traces, keep_threshold, step_pool
+from optimizer.task import load_task, task_from_dict
+
+PROBLEMS = [(a, b) for a in range(2, 9) for b in range(3, 7)]  # 28 distinct sums
+
+
+class ProgramBackend(LMBackend):
+    """A scripted two-step solver. The solving step (prompt ends in ``Solution:``) writes ``a + b = c`` with
+    the right sum when its prompt shows at least one demo, else a wrong one; the extracting step (prompt ends
+    in ``Answer:``) gives the number after ``=`` in the solution it was shown when it has a demo, else
+    ``none``."""
+
+    name = "scripted-program"
+
+    def __init__(self):
+        super().__init__(LMProfile(name="scripted-program", backend="local", model="scripted-program"), None)
+        self.prompts: list[str] = []
+
+    @property
+    def model_id(self) -> str:
+        return "scripted-program"
+
+    def _generate(self, request: LMRequest) -> LMResponse:
+        prompt = request.prompt or ""
+        self.prompts.append(prompt)
+        last = prompt.rsplit("Question:", 1)[-1]
+        if prompt.rstrip().endswith("Solution:"):
+            a, b = map(int, re.search(r"(\d+) plus (\d+)", last).groups())
+            demos = prompt.count("Solution:") - 1
+            text = f" {a} + {b} = {a + b if demos else a + b + 1}\n"
+        else:
+            demos = prompt.count("Answer:") - 1
+            m = re.search(r"=\s*(-?\d+)", last)
+            text = f" {m.group(1) if m and demos else 'none'}\n"
+        return LMResponse(text=text, prompt_tokens=len(prompt.split()), completion_tokens=3)
+
+
+def program_data(tmp_path, *, solution_column=True):
+    rows = [{"question": f"What is {a} plus {b}?", "answer": f"{a} + {b} = {a + b}\n#### {a + b}"}
+            for a, b in PROBLEMS]
+    (tmp_path / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    solve_out = {"name": "solution", "prefix": "Solution", "format": "text"}
+    if solution_column:
+        solve_out.update(column="answer", pattern=r"^(?P<value>.*?)\n####")
+    return {"task": "sums", "dataset": {"format": "jsonl", "files": {"train": "sums.jsonl"}},
+            "splits": {"train": {"from": "train", "limit": 12}, "validation": {"from": "train", "limit": 8},
+                       "test": {"from": "train", "limit": 8}},
+            "inputs": [{"name": "question", "prefix": "Question"}],
+            "output": {"name": "answer", "prefix": "Answer", "column": "answer",
+                       "pattern": r"####\s*(?P<value>-?\d+)\s*$"},
+            "steps": [{"name": "solve", "instruction": "Solve it.", "inputs": ["question"], "output": solve_out,
+                       "max_tokens": 24},
+                      {"name": "extract", "instruction": "Give the number.", "inputs": ["question", "solution"],
+                       "max_tokens": 4}],
+            "metric": "numeric",
+            "optimizer": {"trials": 5, "max_demos": 2, "demo_sets": 2, "instructions": 2, "proposers": ["offline"],
+                          "bootstrap_examples": 6, "crossfit": 4}}
+
+
+def program_task(tmp_path, **kw):
+    return task_from_dict(program_data(tmp_path, **kw), base_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ the step graph
+
+def _error(tmp_path, edit):
+    data = program_data(tmp_path)
+    edit(data)
+    with pytest.raises(ConfigError) as exc:
+        task_from_dict(data, base_dir=tmp_path)
+    return exc.value
+
+
+def test_a_step_reading_a_field_nobody_writes_names_the_step_and_field(tmp_path):
+    err = _error(tmp_path, lambda d: d["steps"][1].update(inputs=["question", "soluton"]))
+    assert err.field == "steps.1.inputs" and "`extract` reads `soluton`" in err.message
+    assert "solution" in err.fix
+
+
+def test_a_cycle_between_steps_is_named(tmp_path):
+    def cycle(d):
+        d["steps"][0]["inputs"] = ["question", "answer"]  # solve reads extract's output, extract reads solve's
+    err = _error(tmp_path, cycle)
+    assert "cycle" in err.message and err.field.startswith("steps.") and err.field.endswith(".inputs")
+    assert "`solve`" in err.message and "`extract`" in err.message
+
+
+def test_other_graph_errors(tmp_path):
+    err = _error(tmp_path, lambda d: d["steps"][1].update(output={"name": "solution"}))
+    assert err.field == "steps.1.output.name" and "already" in err.message
+    err = _error(tmp_path, lambda d: d["steps"][1].update(output={"name": "number"}))
+    assert err.field == "steps" and "`answer`" in err.message
+    err = _error(tmp_path, lambda d: d.update(program="chain_of_thought"))
+    assert "steps" in err.message
+
+
+def test_steps_run_in_dependency_order(tmp_path):
+    data = program_data(tmp_path)
+    data["steps"].reverse()  # extract listed first: it still runs after solve
+    task = task_from_dict(data, base_dir=tmp_path)
+    assert [task.steps[i].name for i in task.step_order()] == ["solve", "extract"]
+
+
+def test_cli_names_the_step_and_field_with_exit_2(tmp_path):
+    data = program_data(tmp_path)
+    data["steps"][1]["inputs"] = ["question", "reasoning"]
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(data))
+    r = run_cli("validate", str(path))
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "steps.1.inputs" in lines[0] and "`reasoning`" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_a_missing_intermediate_column_is_a_data_error(tmp_path):
+    data = program_data(tmp_path)
+    data["steps"][0]["output"]["column"] = "worked"
+    task = task_from_dict(data, base_dir=tmp_path)
+    with pytest.raises(DataError) as exc:
+        make_splits(task)
+    assert exc.value.field == "steps.0.output.column"
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+def test_a_program_is_scored_step_by_step(tmp_path):
+    task = program_task(tmp_path)
+    splits = make_splits(task)
+    assert splits.train[0].extras["solution"].endswith(f"= {splits.train[0].output}")
+    backend = ProgramBackend()
+    ev = ProgramEvaluator(task, backend, build_metric(task))
+    ex = splits.validation[0]
+    seed = ev.seed()
+    out = ev.run_one(seed, ex)
+    assert len(backend.prompts) == 2 and out.score == 0.0 and out.prediction["answer"] == "none"
+    assert out.prediction["solution"] in backend.prompts[1]  # the second step reads what the first wrote
+    # with a demo in each step: the right sum, read off the solution
+    demos = [tuple(step_pool(task, i, splits.train, [])[:1]) for i in range(2)]
+    prog = ev.program([Candidate("Solve it.", demos[0]), Candidate("Give the number.", demos[1])])
+    out = ev.run_one(prog, ex)
+    assert out.score == 1.0 and out.prediction["answer"] == ex.output and out.parsed
+    assert ev.run_one(prog, ex) is out and len(backend.prompts) == 4  # memoised
+    # a training example is never its own demo, in any step
+    own = demos[0][0]
+    ev.run_one(prog, next(e for e in splits.train if e.id == own.id))
+    assert all(own.inputs["question"] not in p.split("Question:")[-2] for p in backend.prompts[-2:]
+               if p.count("Question:") > 1)
+    with pytest.raises(ConfigError):
+        ev.check_scoring("likelihood")
+    assert "## step solve" in ev.prompt_text(prog) and "{{solution}}" in ev.prompt_text(prog)
+
+
+def test_bootstrap_keeps_traces_that_scored_well(tmp_path):
+    assert keep_threshold([0.0, 1.0, 0.0]) == pytest.approx(1.0)
+    assert keep_threshold([0.2, 0.6, 0.0, 0.4]) == pytest.approx(0.4)
+    assert keep_threshold([0.0, 0.0]) == float("inf")
+    # without the data's solutions the teacher shows the extract step no demos: nothing scores, nothing kept
+    task = program_task(tmp_path, solution_column=False)
+    ev = ProgramEvaluator(task, ProgramBackend(), build_metric(task))
+    kept, notes = bootstrap_traces(ev, make_splits(task).train, 0, 6, 2)
+    assert kept == [] and notes["kept"] == 0 and notes["teacher_demos"] == {"solve": 0, "extract": 0}
+    # with them: every trace is right, and gives examples of both steps
+    task = program_task(tmp_path)
+    splits = make_splits(task)
+    ev = ProgramEvaluator(task, ProgramBackend(), build_metric(task))
+    kept, notes = bootstrap_traces(ev, splits.train, 0, 6, 2)
+    assert notes["ran"] == 6 and len(kept) == 6 and notes["teacher_demos"] == {"solve": 2, "extract": 2}
+    pool = step_pool(task, 1, splits.train, kept)
+    assert len(pool) == len(splits.train) and set(pool[0].inputs) == {"question", "solution"}
+
+
+# ------------------------------------------------------------------------------------------ the search
+
+def test_a_program_search_end_to_end(tmp_path):
+    task = program_task(tmp_path)
+    opts = RunOptions(out=tmp_path / "run", backend=ProgramBackend())
+    res = optimize(task, opts)
+    s = res.summary
+    assert s["program"] == "steps" and [st["name"] for st in s["best"]["steps"]] == ["solve", "extract"]
+    assert s["best"]["test"] == 1.0 and s["baseline"]["test"] == 0.0
+    assert s["phases"]["bootstrap"]["calls"] == 12  # 6 examples x 2 steps
+    cands = json.loads((tmp_path / "run" / "candidates.json").read_text())
+    assert [st["name"] for st in cands["steps"]] == ["solve", "extract"]
+    assert cands["bootstrap_notes"]["kept"] == 6
+    state = json.loads((tmp_path / "run" / "best_program.json").read_text())
+    assert {"solve", "extract"} <= set(state)
+    # the run read back: the same program
+    run = FinishedRun.open(tmp_path / "run")
+    again = run.candidate("best")
+    assert again.key == res.best.key
+    # the same command again: resumed, the same result, no new call
+    backend = ProgramBackend()
+    res2 = optimize(task, RunOptions(out=tmp_path / "run", backend=backend))
+    assert res2.summary["best"]["test"] == s["best"]["test"] and res2.best.key == res.best.key
+    # the yaml export, run by the plain client on the same scripted LM, renders the optimizer's prompts
+    art = yaml.safe_load(serialize(build_artifact(run, "yaml"), "yaml"))
+    assert [st["name"] for st in art["steps"]] == ["solve", "extract"]
+    ev = ProgramEvaluator(task, ProgramBackend(), build_metric(task))
+    splits = make_splits(task)
+    client = ProgramBackend()
+
+    def call(prompt, parameters):
+        return client.complete(LMRequest(prompt=prompt, max_tokens=parameters["max_tokens"])).text, None
+    for ex in splits.test[:3]:
+        got = run_program(art, ex.inputs, call)
+        assert got["parsed"]["answer"] == ex.output
+        want = ev.run_one(res.best, ex)
+        assert got["parsed"] == want.prediction
+        for i, st in zip(ev.order, got["steps"]):
+            assert st["prompt"] == st["parts_prompt"] == ev.step_request(res.best, i, {**ex.inputs, **got["parsed"]}).prompt
+    for fmt in ("completion", "openai-chat", "dspy"):
+        with pytest.raises(ConfigError) as exc:
+            build_artifact(run, fmt)
+        assert "yaml" in exc.value.fix
+
+
+def test_the_shipped_program_task_loads():
+    task = load_task("tasks/gsm8k_program/task.yaml")
+    splits = make_splits(task)
+    assert [task.steps[i].name for i in task.step_order()] == ["solve", "extract"]
+    assert all(e.extras.get("solution") for e in splits.train)
+    assert "####" not in splits.train[0].extras["solution"]
+
+
+def test_the_dry_run_counts_a_call_per_step(tmp_path):
+    from optimizer.run.plan import plan
+
+    task = program_task(tmp_path)
+    p = plan(task, RunOptions(out=tmp_path / "run", backend=ProgramBackend()))
+    splits = make_splits(task)
+    scored = len(splits.validation) + task.optimizer.crossfit
+    assert p["phases"]["search"]["calls"] == task.optimizer.trials * scored * 2
+    assert p["phases"]["bootstrap"]["calls"] == task.optimizer.bootstrap_examples * 2
+    assert p["phases"]["search"]["completion_tokens"] == task.optimizer.trials * scored * (24 + 4)

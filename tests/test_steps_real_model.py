@@ -1,0 +1,49 @@
+"""A program of two steps on the real model (``tasks/gsm8k_program``, the embedded base model): the search
+runs every step's calls, the run directory shows both steps, ``report`` reads it, and the ``yaml`` export
+of the program passes the parity check against llama.cpp's server (the plain client runs both steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_two_step_program_runs_reports_and_exports_with_parity(tmp_path):
+    data = yaml.safe_load((ROOT / "tasks/gsm8k_program/task.yaml").read_text())
+    data["dataset"]["files"] = {k: str((ROOT / "tasks/gsm8k_program" / v).resolve())
+                                for k, v in data["dataset"]["files"].items()}
+    data["splits"]["train"]["limit"], data["splits"]["validation"]["limit"] = 10, 4
+    data["splits"]["test"]["limit"] = 4
+    data["steps"][0]["max_tokens"] = 96
+    data["optimizer"].update(trials=2, max_demos=2, demo_sets=2, instructions=1, bootstrap_examples=4, crossfit=0)
+    task_file = tmp_path / "task.yaml"
+    task_file.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    r = run_cli(str(task_file), "--out", str(run), "--cache-dir", str(tmp_path / "c"), "--quiet", timeout=1500)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((run / "summary.json").read_text())
+    assert s["program"] == "steps" and [st["name"] for st in s["best"]["steps"]] == ["solve", "extract"]
+    assert s["phases"]["bootstrap"]["calls"] == 8  # 4 training problems, two calls each
+    preds = [json.loads(line) for line in (run / "test_predictions.jsonl").read_text().splitlines()]
+    # every test answer carries both fields the steps wrote; the solutions run over several lines
+    assert all(set(p["best"]["prediction"]) == {"solution", "answer"} for p in preds)
+    assert any("\n" in p["best"]["prediction"]["solution"] for p in preds), preds
+    assert "## step solve" in (run / "prompt.txt").read_text()
+    r = run_cli("report", str(run))
+    assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
+    html = (run / "report.html").read_text()
+    assert "solve: Solve the problem step by step." in html and "extract #0" in html
+    r = run_cli("export", str(run), "--format", "yaml", "--out", str(tmp_path / "p.yaml"), "--sample", "4",
+                timeout=900)
+    assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
+    art = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    assert [st["name"] for st in art["steps"]] == ["solve", "extract"]
+    parity = art["parity"]
+    assert parity["passed"] is True and parity["prompts_equal"] == 4, parity
+    assert parity["endpoint_prompt_tokens_equal"] == 4, parity  # every step's prompt, token for token
