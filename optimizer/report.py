@@ -370,6 +370,15 @@ def _summary_rows(best: dict[str, Any], base: dict[str, Any]) -> str:
         for k, name, r in (("baseline", "seed prompt", base), ("best", f"winner (trial {best.get('trial')})", best)))
 
 
+def _judge_line(s: dict[str, Any]) -> str:
+    """The judge metric's calls, apart from the task LM's (empty without a judge)."""
+    j = s.get("judge")
+    if not j:
+        return ""
+    return (f' · <span id="judge-calls">judge {_e(j.get("lm"))}: {_e(j.get("calls"))} calls (cache hits '
+            f'{_e(j.get("cache_hits"))}), not among the LM calls</span>')
+
+
 def _instruction_text(r: dict[str, Any]) -> str:
     """A prompt's instruction (a program's: every step's, named)."""
     if r.get("steps"):
@@ -431,7 +440,7 @@ def _page(run: FinishedRun, trials: list[dict[str, Any]], cands: dict[str, Any],
 ({_e(lm.get('backend'))}, {_e(lm.get('model'))}) · adapter {_e(s.get('adapter'))} · program {_e(s.get('program'))}
 · metric {_e(s.get('metric'))} · seed {_e(s.get('seed'))} · splits {_e(json.dumps(s.get('splits')))}
 · trials {_e(trials_info.get('complete'))} complete, {_e(trials_info.get('pruned'))} pruned of
-{_e(trials_info.get('requested'))} · LM calls {_e(s.get('lm_calls'))} (cache hits {_e(s.get('cache_hits'))})
+{_e(trials_info.get('requested'))} · LM calls {_e(s.get('lm_calls'))} (cache hits {_e(s.get('cache_hits'))}){_judge_line(s)}
 · {_f(s.get('wall_seconds'), 0)} s · written {_e(time.strftime('%Y-%m-%d %H:%M'))}</p>
 <p id="render-status"></p>
 

@@ -69,6 +69,25 @@ def test_a_run_judges_through_its_cache_and_budget_and_counts_the_judge_apart(tm
     assert again["best"]["test"] == s["best"]["test"]
 
 
+def test_bench_and_report_show_the_judges_calls_apart(tmp_path):
+    from optimizer.bench import BenchOptions, run_bench, to_markdown
+    from optimizer.report import build_report
+
+    task = judge_task(tmp_path)
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    lm, judge = task_lm(task, cache), JudgeBackend(cache)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=lm, judge_backend=judge, seed=0))
+    html = build_report(res.run_dir).read_text()
+    assert f"judge local: {res.summary['judge']['calls']} calls" in html
+    lm2, judge2 = task_lm(task), JudgeBackend()
+    doc = run_bench(task, [str(res.run_dir), f"{res.run_dir}#baseline"],
+                    BenchOptions(out=tmp_path / "bench", backend=lm2, judge_backend=judge2)).doc
+    answers = len(doc["candidates"]) * doc["examples"]
+    assert doc["judge"]["lm"] == "local" and doc["judge"]["calls"] == judge2.usage.calls
+    assert 0 < judge2.usage.calls <= answers and lm2.usage.calls >= answers  # the task's calls count apart
+    assert f"judge local: {judge2.usage.calls} calls" in to_markdown(doc)
+
+
 def test_a_call_cap_stops_on_the_judges_calls_too(tmp_path):
     task = judge_task(tmp_path)
     lm, judge = task_lm(task), JudgeBackend()

@@ -257,3 +257,19 @@ def test_the_dry_run_counts_a_call_per_step(tmp_path):
     assert p["phases"]["search"]["calls"] == task.optimizer.trials * scored * 2
     assert p["phases"]["bootstrap"]["calls"] == task.optimizer.bootstrap_examples * 2
     assert p["phases"]["search"]["completion_tokens"] == task.optimizer.trials * scored * (24 + 4)
+
+
+def test_a_program_space_reads_back_from_its_description(tmp_path):
+    """What another worker, or a resumed process, reads from the study: the same candidates."""
+    from optimizer.search.space import space_from_description
+
+    task = program_task(tmp_path)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=ProgramBackend()))
+    cands = json.loads((tmp_path / "run" / "candidates.json").read_text())
+    described = {k: v for k, v in cands.items() if k in ("steps", "scorings")}
+    space = space_from_description(json.loads(json.dumps(described)), [])
+    assert space.names == ["solve", "extract"]
+    trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    best = next(t for t in trials if t["trial"] == res.summary["best"]["trial"])
+    assert space.of_params(best["params"]).key == res.best.key
+    assert space.fixed_params(0) == trials[0]["params"] and space.seed_params() == trials[1]["params"]

@@ -1,5 +1,5 @@
 """A program of two steps on the real model (``tasks/gsm8k_program``, the embedded base model): the search
-runs every step's calls, the run directory shows both steps, ``report`` reads it, and the ``yaml`` export
+runs every step's calls, the run directory shows both steps, ``report`` and ``bench`` read it, and the ``yaml`` export
 of the program passes the parity check against llama.cpp's server (the plain client runs both steps)."""
 
 from __future__ import annotations
@@ -39,6 +39,15 @@ def test_the_two_step_program_runs_reports_and_exports_with_parity(tmp_path):
     assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
     html = (run / "report.html").read_text()
     assert "solve: Solve the problem step by step." in html and "extract #0" in html
+    # bench: the winner against the seed program on the same test problems, from the run's cache
+    r = run_cli("bench", str(task_file), "--candidates", str(run), f"{run}#baseline", "--cache-dir",
+                str(tmp_path / "c"), "--timing-calls", "1", "--out", str(tmp_path / "bench"), "--format", "json",
+                "--quiet", timeout=900)
+    assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
+    doc = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert [len(c["steps"]) for c in doc["config"]["candidates"]] == [2, 2]
+    best = doc["candidates"][[c["name"] for c in doc["candidates"]].index(doc["reference"])]
+    assert best["mean"] == s["best"]["test"]  # the cached answers of the run, scored again
     r = run_cli("export", str(run), "--format", "yaml", "--out", str(tmp_path / "p.yaml"), "--sample", "4",
                 timeout=900)
     assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])

@@ -41,6 +41,7 @@ class BenchOptions:
     cache_dir: Path | None = None
     timing_calls: int = 8
     backend: LMBackend | None = None  # inject a ready backend (tests); overrides lm/cache
+    judge_backend: LMBackend | None = None  # inject the judge metric's backend (tests); else from metric.lm
 
 
 @dataclass
@@ -77,8 +78,10 @@ def run_bench(task: TaskSpec, specs: list[str] | list[BenchCandidate], options: 
     try:
         done, timing = bench.read_results()
         resumed = len(done)
-        usage, t0 = _score_all(bench, task, profile, candidates, examples, repeats, opts, done, timing, emit)
+        usage, judge, t0 = _score_all(bench, task, profile, candidates, examples, repeats, opts, done, timing, emit)
         doc = summarize(config, candidates, examples, repeats, done, timing, profile, seed=opts.seed)
+        if judge is not None:  # the judge metric's calls, apart from the task's
+            doc["judge"] = judge
         doc["label_prior"] = label_prior_row(task, render_only, splits.train, examples, doc, opts.seed)
         doc.update({"fingerprint": fp, "status": "finished", "notes": notes, "resumed_calls": resumed,
                     "usage": usage, "wall_seconds": round(time.perf_counter() - t0, 3)})
@@ -146,8 +149,10 @@ def _bench_dir(opts: BenchOptions, task: TaskSpec, fp: str) -> Path:
 def _score_all(bench: BenchDir, task: TaskSpec, profile: LMProfile, candidates: list[BenchCandidate],
                examples: list[Example], repeats: int, opts: BenchOptions,
                done: dict[tuple[str, str, int], dict[str, Any]], timing: dict[str, list[float]],
-               emit: Callable[..., None]) -> tuple[dict[str, Any], float]:
-    """Make every call that results.jsonl lacks, appending each; (LM usage of these calls, start time).
+               emit: Callable[..., None]) -> tuple[dict[str, Any], dict[str, Any] | None, float]:
+    """Make every call that results.jsonl lacks, appending each; (LM usage of these calls, the judge metric's
+    usage or None, start time). A judge metric judges through one backend of its own, with the bench's
+    response cache; its calls and their time are kept apart from the task's (latency is the task's alone).
 
     On any failure (an interruption included) status.json says ``failed`` and what was appended stays.
     """
@@ -157,14 +162,16 @@ def _score_all(bench: BenchDir, task: TaskSpec, profile: LMProfile, candidates: 
         cache = ResponseCache((opts.cache_dir or default_cache_dir()) / "lm-cache.sqlite") if opts.cache else False
         backend = create_backend(profile, cache=cache)
     evaluators = [renderer(task, profile, backend, sample=r) for r in range(repeats)]
+    judge = _judge_backend(task, evaluators, opts.judge_backend, backend.cache)
     total = len(candidates) * len(examples) * repeats
     emit("phase", name="bench", total=total, resumed=len(done))
     t0 = time.perf_counter()
     u_start = backend.usage
+    j_start = judge.usage if judge is not None else None
     fh = bench.open_results()
     status = "failed"
     try:
-        calls = _Calls(backend, fh, done, timing)
+        calls = _Calls(backend, fh, done, timing, judge)
         n = 0
         for bc in candidates:
             n = calls.score_candidate(bc, evaluators, examples, n, total, emit)
@@ -175,9 +182,26 @@ def _score_all(bench: BenchDir, task: TaskSpec, profile: LMProfile, candidates: 
         usage = (backend.usage - u_start).to_dict()
         if status != "finished":
             bench.write_status("failed")
+        judged = None
+        if judge is not None:
+            judged = {"lm": task.metric.lm, **(judge.usage - j_start).to_dict()}
+            if judge is not opts.judge_backend:
+                judge.close()
         if own_backend:
             backend.close()
-    return usage, t0
+    return usage, judged, t0
+
+
+def _judge_backend(task: TaskSpec, evaluators: list[Any], injected: LMBackend | None, cache: Any) -> LMBackend | None:
+    """The judge metric's backend (None for a metric without an LM), attached to every evaluator's metric."""
+    if not evaluators[0].metric.needs_lm:
+        return None
+    from ..run.inputs import judge_profile
+
+    judge = injected or create_backend(judge_profile(task), cache=cache if cache is not None else False)
+    for ev in evaluators:
+        ev.metric.attach(judge)
+    return judge
 
 
 @dataclass
@@ -188,6 +212,7 @@ class _Calls:
     fh: IO[str]
     done: dict[tuple[str, str, int], dict[str, Any]]
     timing: dict[str, list[float]]
+    judge: LMBackend | None = None  # the judge metric's backend: its time is not the candidate's latency
     #: whether a paid call was made (the first one loads the model or opens the connection: not timed)
     warm: bool = False
 
@@ -213,9 +238,10 @@ class _Calls:
         backend = self.backend
         key = cand.key
         u0 = backend.usage
+        j0 = self.judge.seconds if self.judge is not None else 0.0
         t1 = time.perf_counter()
         out = ev.run_one(cand, ex)
-        dt = time.perf_counter() - t1
+        dt = time.perf_counter() - t1 - ((self.judge.seconds - j0) if self.judge is not None else 0.0)
         du = backend.usage - u0
         cached = du.calls == 0 or du.cache_hits > 0
         warmup = not cached and not self.warm  # the first paid call loads the model: not timed

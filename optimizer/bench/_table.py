@@ -43,9 +43,12 @@ def caption(doc: dict[str, Any]) -> str:
     lm = doc["lm"]
     test = {"mcnemar_exact": "exact McNemar (0/1 scores)", "paired_bootstrap": "paired bootstrap"}[doc["p_value_test"]]
     cost = "" if doc.get("prices") else "; cost: the profile has no prices"
+    judge = doc.get("judge")
+    judged = "" if not judge else (f"; judge {judge.get('lm')}: {judge['calls']} calls ({judge['cache_hits']} cached), "
+                                   "not in the task's tokens, latency or cost")
     return (f"{doc['task']}: {doc['split']} split, {doc['examples']} examples × {doc['repeats']} repeat(s), metric "
             f"{doc['metric']}, LM {lm.get('name')} ({lm.get('model')}); 95% percentile-bootstrap intervals; p: {test} "
-            f"against {doc['reference']}{cost}")
+            f"against {doc['reference']}{cost}{judged}")
 
 
 def to_markdown(doc: dict[str, Any]) -> str:

@@ -267,6 +267,7 @@ class LMBackend(ABC):
         self.budget: BudgetHook | None = None
         self.limiter: AdaptiveLimiter | None = None
         self.max_concurrency = 1
+        self.seconds = 0.0  # wall time spent in ``complete`` (calls on several threads add up)
         if self.concurrent:
             self.set_concurrency(self.default_concurrency)
 
@@ -301,7 +302,15 @@ class LMBackend(ABC):
             return Usage(**asdict(self._usage))
 
     def complete(self, request: LMRequest) -> LMResponse:
-        """The one place an LM call is made: cache, budget, retries, count, call."""
+        """The one place an LM call is made: cache, budget, retries, count, call (``seconds`` adds its time)."""
+        t0 = time.perf_counter()
+        try:
+            return self._complete(request)
+        finally:
+            with self._lock:
+                self.seconds += time.perf_counter() - t0
+
+    def _complete(self, request: LMRequest) -> LMResponse:
         key = request.cache_key(self.model_id) if self.cache is not None else None
         if key is not None:
             hit = self.cache.get(key)
