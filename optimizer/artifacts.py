@@ -293,7 +293,8 @@ def _program_artifact(run: FinishedRun, ev: Any, cand: Candidate, fmt: str) -> d
                           "express", field="--format", fix="export it as yaml (one template per step)")
     if ev.adapter_kind != "completion":
         raise ConfigError(f"the yaml export of a program needs a run optimized with the completion adapter; this run "
-                          f"used {ev.adapter_kind!r}", field="--format", fix="optimize it with a completion-style LM profile")
+                          f"used {ev.adapter_kind!r}", field="--format",
+                          fix="optimize it with a completion-style LM profile")
     steps = []
     for i in ev.order:
         sub, sc = ev.steps[i], cand.steps[i]

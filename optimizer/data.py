@@ -222,10 +222,10 @@ def to_examples(task: TaskSpec, source: str, rows: list[dict[str, Any]]) -> list
     if out_spec.rationale_column and out_spec.rationale_column not in columns:
         raise DataError(f"column {out_spec.rationale_column!r} not found in split {source!r}", file=str(task.path),
                         field="output.rationale_column", fix="name an existing column or remove the key")
-    for i, spec in task.data_fields():
+    for where, spec in task.data_fields():
         if spec.source not in columns:
             raise DataError(f"column {spec.source!r} not found in split {source!r} (columns: {', '.join(sorted(columns))})",
-                            file=str(task.path), field=f"steps.{i}.output.column",
+                            file=str(task.path), field=f"{where}.column",
                             fix="name an existing column or remove the key (the step's demos then come from traces)")
     examples = []
     for idx, row in enumerate(rows):

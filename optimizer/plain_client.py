@@ -347,8 +347,8 @@ def run_program(art: dict, inputs: dict, call) -> dict:
         if call is not None:
             text, usage = call(prompt, st["parameters"])
             got = parse(text, st["output_parsing"])
-            name = st["outputs"][0]["name"]
-            values[name] = written[name] = str(got.get(name) or "")
+            for f in st["outputs"]:  # every field the step writes
+                values[f["name"]] = written[f["name"]] = str(got.get(f["name"]) or "")
             rec.update(text=text, prompt_tokens=getattr(usage, "prompt_tokens", None))
         steps.append(rec)
         if call is None:  # rendering only: the next step needs this one's answer

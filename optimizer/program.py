@@ -59,6 +59,12 @@ def _signature(task_json: str, program: str, instruction: str) -> type[dspy.Sign
     for f in task["inputs"]:
         fields[f["name"]] = (str, dspy.InputField(desc=f.get("description") or ""))
         prefixes[f["name"]] = f["label"]
+    formats: dict[str, str] = {}
+    for extra in task.get("extra_outputs") or []:  # fields written before the output (a step's several)
+        fields[extra["name"]] = (str, dspy.OutputField(desc=extra.get("description") or ""))
+        prefixes[extra["name"]] = extra["label"]
+        if extra.get("format"):
+            formats[extra["name"]] = extra["format"]
     out = task["output"]
     desc = out.get("description") or ""
     if out.get("labels"):
@@ -77,6 +83,10 @@ def _signature(task_json: str, program: str, instruction: str) -> type[dspy.Sign
         extra = sig.fields[name].json_schema_extra
         if extra is not None:
             extra["prefix"] = prefix + ":"
+    for name, fmt in formats.items():
+        extra = sig.fields[name].json_schema_extra
+        if extra is not None:
+            extra["format"] = fmt
     extra = sig.fields[out["name"]].json_schema_extra
     if out.get("format") and extra is not None:  # how the answer is read (``answers``); line when absent
         extra["format"] = out["format"]
@@ -101,10 +111,14 @@ def _task_key(task: TaskSpec) -> str:
         # the schema as text: its keys keep their order (the key is dumped with sorted keys)
         output.update(format=task.output.format, schema=None if task.output.json_schema is None
                       else json.dumps(task.output.json_schema))
-    return json.dumps({
+    key: dict[str, Any] = {
         "inputs": [{"name": f.name, "label": f.label, "description": f.description} for f in task.inputs],
         "output": output,
-    }, sort_keys=True)
+    }
+    if task.extra_outputs:
+        key["extra_outputs"] = [{"name": f.name, "label": f.label, "description": f.description, "format": f.format}
+                                for f in task.extra_outputs]
+    return json.dumps(key, sort_keys=True)
 
 
 def make_signature(task: TaskSpec, instruction: str | None = None) -> type[dspy.Signature]:
@@ -130,7 +144,7 @@ class StepProgram(dspy.Module):
         super().__init__()
         self._order = [task.steps[i].name for i in task.step_order()]  # type: ignore[index]
         self._reads = {st.name: list(st.inputs) for st in task.steps or []}
-        self._writes = {st.name: task.step_output(st).name for st in task.steps or []}
+        self._writes = {st.name: [f.name for f in task.step_outputs(st)] for st in task.steps or []}
         for i, st in enumerate(task.steps or []):
             sub = task.step_task(i)
             cand = steps[i] if steps else Candidate(st.instruction)
@@ -140,8 +154,8 @@ class StepProgram(dspy.Module):
         values = dict(inputs)
         for name in self._order:
             out = getattr(self, name)(**{f: values[f] for f in self._reads[name]})
-            values[self._writes[name]] = getattr(out, self._writes[name])
-        return dspy.Prediction(**{f: values[f] for f in self._writes.values()})
+            values.update({f: getattr(out, f) for f in self._writes[name]})
+        return dspy.Prediction(**{f: values[f] for fs in self._writes.values() for f in fs})
 
 
 def build_program(task: TaskSpec, candidate: Candidate | None = None) -> dspy.Module:

@@ -50,7 +50,9 @@ def demo_to_example(task: TaskSpec, demo: dict[str, Any], demo_id: str | None = 
         blob = json.dumps([inputs, str(demo[out]), demo.get("reasoning")], sort_keys=True)
         demo_id = "demo:" + hashlib.sha1(blob.encode()).hexdigest()[:12]
     rationale = demo.get("reasoning")
-    return Example(id=demo_id, inputs=inputs, output=str(demo[out]), rationale=str(rationale) if rationale else None)
+    extras = {f.name: str(demo[f.name]) for f in task.extra_outputs if demo.get(f.name) not in (None, "")}
+    return Example(id=demo_id, inputs=inputs, output=str(demo[out]), rationale=str(rationale) if rationale else None,
+                   extras=extras)
 
 
 @dataclass

@@ -101,9 +101,10 @@ class ProgramEvaluator(Evaluator):
         for i in self.order:
             ev = self.steps[i]
             resp = self.backend.complete(self.step_request(candidate, i, values, exclude))
-            parsed, res.parsed = parse_response(ev.adapter, ev.signature(self.step_of(candidate, i)), resp.text)
-            name = ev.task.output.name
-            values[name] = res.written[name] = str(parsed.get(name) or "")
+            sig = ev.signature(self.step_of(candidate, i))
+            parsed, res.parsed = parse_response(ev.adapter, sig, resp.text)
+            for name in sig.output_fields:  # every field the step writes, its answer last
+                values[name] = res.written[name] = str(parsed.get(name) or "")
             res.prompt_tokens += resp.prompt_tokens
             res.completion_tokens += resp.completion_tokens
             res.text = resp.text
@@ -143,9 +144,9 @@ def step_examples(task: TaskSpec, i: int, traces: list[tuple[str, dict[str, str]
     the one it writes (non-empty)."""
     assert task.steps is not None
     st = task.steps[i]
-    out = task.step_output(st).name
-    return [Example(tid, {f: vals[f] for f in st.inputs}, vals[out]) for tid, vals in traces
-            if vals.get(out) and all(vals.get(f) for f in st.inputs)]
+    *extra, out = [f.name for f in task.step_outputs(st)]
+    return [Example(tid, {f: vals[f] for f in st.inputs}, vals[out], extras={f: vals[f] for f in extra})
+            for tid, vals in traces if all(vals.get(f) for f in st.inputs + extra + [out])]
 
 
 def keep_threshold(scores: list[float]) -> float:

@@ -246,7 +246,8 @@ class StepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     instruction: str = Field(min_length=1)
     inputs: list[str] = Field(min_length=1)
-    output: OutputSpec | None = None
+    # one field, or several written in order in one answer (the last is the step's answer)
+    output: OutputSpec | list[OutputSpec] | None = None
     max_tokens: int | None = Field(default=None, gt=0)  # per call of this step; default: the task's
 
 
@@ -271,6 +272,7 @@ class TaskSpec(_Strict):
 
     # where the file was read from; set by load_task, not part of the YAML
     _path: Path | None = None
+    _extra_outputs: list[OutputSpec] = []  # a step's task: the fields it writes before its output
 
     @model_validator(mode="before")
     @classmethod
@@ -308,14 +310,21 @@ class TaskSpec(_Strict):
     def path(self) -> Path | None:
         return self._path
 
-    def step_output(self, step: StepSpec) -> OutputSpec:
-        """The field a step writes (the task's output when the step names none, or names it)."""
-        return self.output if step.output is None or step.output.name == self.output.name else step.output
+    def step_outputs(self, step: StepSpec) -> list[OutputSpec]:
+        """The fields a step writes, in the order its answer gives them (the task's output when the step names
+        none; the task's own spec wherever a step names it)."""
+        given = [self.output] if step.output is None else step.output if isinstance(step.output, list) else [step.output]
+        return [self.output if f.name == self.output.name else f for f in given]
 
-    def data_fields(self) -> list[tuple[int, OutputSpec]]:
-        """The intermediate step outputs whose values the data holds (``column``): (step index, output)."""
-        return [(i, st.output) for i, st in enumerate(self.steps or [])
-                if st.output is not None and st.output.column and st.output.name != self.output.name]
+    def step_output(self, step: StepSpec) -> OutputSpec:
+        """A step's answer field: the last it writes."""
+        return self.step_outputs(step)[-1]
+
+    def data_fields(self) -> list[tuple[str, OutputSpec]]:
+        """The intermediate step outputs whose values the data holds (``column``): (where, output)."""
+        return [(f"steps.{i}.output" + (f".{j}" if isinstance(st.output, list) else ""), f)
+                for i, st in enumerate(self.steps or []) for j, f in enumerate(self.step_outputs(st))
+                if f.column and f.name != self.output.name]
 
     def step_order(self) -> list[int]:
         """The steps' indices in the order they run: each after the steps whose outputs it reads (ties:
@@ -324,12 +333,18 @@ class TaskSpec(_Strict):
         where = str(self._path) if self._path else "<task>"
         writers: dict[str, int] = {}
         for i, st in enumerate(steps):
-            name = self.step_output(st).name
-            if name in writers or name in self.input_names:
-                other = f"step `{steps[writers[name]].name}`" if name in writers else "the task inputs"
-                raise ConfigError(f"step `{st.name}` writes `{name}`, which {other} already provide",
-                                  file=where, field=f"steps.{i}.output.name", fix="give each step's output its own name")
-            writers[name] = i
+            outs = self.step_outputs(st)
+            for j, f in enumerate(outs):
+                at = f"steps.{i}.output" + (f".{j}" if isinstance(st.output, list) else "") + ".name"
+                if f.name in writers or f.name in self.input_names or f.name in [g.name for g in outs[:j]]:
+                    other = f"step `{steps[writers[f.name]].name}`" if f.name in writers else (
+                        "the task inputs" if f.name in self.input_names else "its own earlier output")
+                    raise ConfigError(f"step `{st.name}` writes `{f.name}`, which {other} already provide",
+                                      file=where, field=at, fix="give each step's output its own name")
+                if f.name == self.output.name and j != len(outs) - 1:
+                    raise ConfigError(f"step `{st.name}` writes the task's output `{f.name}` before its other "
+                                      "outputs", file=where, field=at, fix="write the task's output last")
+                writers[f.name] = i
         if self.output.name not in writers:
             raise ConfigError(f"no step writes the task's output `{self.output.name}`", file=where, field="steps",
                               fix="leave the last step's `output` out (it then writes the task's output)")
@@ -351,7 +366,7 @@ class TaskSpec(_Strict):
                                   file=where, field=f"steps.{i}.inputs",
                                   fix="a step may read only task inputs and the outputs of steps before it")
             order.append(ready[0])
-            done.add(self.step_output(steps[ready[0]]).name)
+            done.update(f.name for f in self.step_outputs(steps[ready[0]]))
         return order
 
     def step_task(self, i: int) -> "TaskSpec":
@@ -361,13 +376,20 @@ class TaskSpec(_Strict):
         st = self.steps[i]
         fields = {f.name: f for f in self.inputs}
         for other in self.steps:
-            out = self.step_output(other)
-            fields.setdefault(out.name, FieldSpec(name=out.name, prefix=out.prefix, description=out.description))
+            for out in self.step_outputs(other):
+                fields.setdefault(out.name, FieldSpec(name=out.name, prefix=out.prefix, description=out.description))
+        outs = self.step_outputs(st)
         spec = self.model_copy(update={
-            "inputs": [fields[f] for f in st.inputs], "output": self.step_output(st), "instruction": st.instruction,
+            "inputs": [fields[f] for f in st.inputs], "output": outs[-1], "instruction": st.instruction,
             "program": "predict", "steps": None, "max_tokens": st.max_tokens or self.max_tokens})
         spec._path = self._path
+        spec._extra_outputs = outs[:-1]
         return spec
+
+    @property
+    def extra_outputs(self) -> list[OutputSpec]:
+        """Fields one call writes before its output (a step that writes several; ``step_task``)."""
+        return list(self._extra_outputs)
 
     @property
     def base_dir(self) -> Path:

@@ -51,10 +51,11 @@ class ProgramBackend(LMBackend):
         if prompt.rstrip().endswith("Solution:"):
             a, b = map(int, re.search(r"(\d+) plus (\d+)", last).groups())
             demos = prompt.count("Solution:") - 1
-            text = f" {a} + {b} = {a + b if demos else a + b + 1}\n"
+            c = a + b if demos else a + b + 1
+            text = f" {a} + {b} = {c}\nTotal: {c}\n" if "Total:" in prompt else f" {a} + {b} = {c}\n"
         else:
             demos = prompt.count("Answer:") - 1
-            m = re.search(r"=\s*(-?\d+)", last)
+            m = re.search(r"(?:=|Total:)\s*(-?\d+)", last)
             text = f" {m.group(1) if m and demos else 'none'}\n"
         return LMResponse(text=text, prompt_tokens=len(prompt.split()), completion_tokens=3)
 
@@ -273,3 +274,71 @@ def test_a_program_space_reads_back_from_its_description(tmp_path):
     best = next(t for t in trials if t["trial"] == res.summary["best"]["trial"])
     assert space.of_params(best["params"]).key == res.best.key
     assert space.fixed_params(0) == trials[0]["params"] and space.seed_params() == trials[1]["params"]
+
+
+class ChatProgramBackend(ProgramBackend):
+    """The same solver behind a chat endpoint: reads the last user message, answers under the chat adapter's
+    field header (the solution step) or plainly (the extracting step: a chat model's plain answer)."""
+
+    def _generate(self, request: LMRequest) -> LMResponse:
+        messages = request.messages or ()
+        user = messages[-1][1]
+        self.prompts.append(user)
+        demos = sum(1 for role, _ in messages if role == "assistant")
+        if re.search(r"\[\[ ## solution ## \]\]\n", user):  # the extract step is shown a solution
+            m = re.search(r"=\s*(-?\d+)", user.split("[[ ## solution ## ]]")[-1])
+            return LMResponse(text=m.group(1) if m and demos else "none", prompt_tokens=len(user.split()),
+                              completion_tokens=2)
+        a, b = map(int, re.search(r"(\d+) plus (\d+)", user).groups())
+        text = f"[[ ## solution ## ]]\n{a} + {b} = {a + b if demos else a + b + 1}\n\n[[ ## completed ## ]]"
+        return LMResponse(text=text, prompt_tokens=len(user.split()), completion_tokens=8)
+
+
+def test_a_program_runs_through_the_chat_adapter(tmp_path):
+    task = program_task(tmp_path)
+    splits = make_splits(task)
+    backend = ChatProgramBackend()
+    ev = ProgramEvaluator(task, backend, build_metric(task), adapter="chat")
+    demos = [tuple(step_pool(task, i, splits.train, [])[:1]) for i in range(2)]
+    prog = ev.program([Candidate("Solve it.", demos[0]), Candidate("Give the number.", demos[1])])
+    outs = [ev.run_one(prog, ex) for ex in splits.validation[:4]]
+    assert all(o.score == 1.0 and o.parsed for o in outs), [(o.prediction, o.text) for o in outs]
+    assert all(o.prediction["solution"].endswith(f"= {ex.output}") for o, ex in zip(outs, splits.validation))
+    seed = [ev.run_one(ev.seed(), ex) for ex in splits.validation[:4]]
+    assert all(o.score == 0.0 for o in seed)
+
+
+def test_a_step_may_write_several_fields(tmp_path):
+    data = program_data(tmp_path)
+    solve = data["steps"][0]
+    solve["output"] = [solve["output"], {"name": "total", "prefix": "Total", "column": "answer",
+                                         "pattern": r"####\s*(?P<value>-?\d+)\s*$"}]
+    data["steps"][1]["inputs"] = ["question", "total"]
+    task = task_from_dict(data, base_dir=tmp_path)
+    splits = make_splits(task)
+    assert set(splits.train[0].extras) == {"solution", "total"}
+    pool = step_pool(task, 0, splits.train, [])
+    by_id = {e.id: e for e in splits.train}
+    assert set(pool[0].extras) == {"solution"} and pool[0].output == by_id[pool[0].id].extras["total"]
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=ProgramBackend()))
+    assert res.summary["best"]["test"] == 1.0
+    preds = [json.loads(line) for line in (tmp_path / "run" / "test_predictions.jsonl").read_text().splitlines()]
+    assert all(set(p["best"]["prediction"]) == {"solution", "total", "answer"} for p in preds)
+    assert all(p["best"]["prediction"]["total"] == p["expected"] for p in preds)
+    run = FinishedRun.open(tmp_path / "run")
+    assert run.candidate("best").key == res.best.key
+    art = yaml.safe_load(serialize(build_artifact(run, "yaml"), "yaml"))
+    assert [f["name"] for f in art["steps"][0]["outputs"]] == ["solution", "total"]
+    assert art["steps"][0]["output_parsing"]["rule"] == "prefixed-fields"
+    client = ProgramBackend()
+
+    def call(prompt, parameters):
+        return client.complete(LMRequest(prompt=prompt, max_tokens=parameters["max_tokens"])).text, None
+    ex = splits.test[0]
+    assert run_program(art, ex.inputs, call)["parsed"] == ProgramEvaluator(
+        task, ProgramBackend(), build_metric(task)).run_one(res.best, ex).prediction
+    # the task's output may only be the last field of a step
+    data["steps"][1]["output"] = [{"name": "answer"}, {"name": "check"}]
+    with pytest.raises(ConfigError) as exc:
+        task_from_dict(data, base_dir=tmp_path)
+    assert exc.value.field == "steps.1.output.0.name" and "last" in exc.value.fix

@@ -11,8 +11,8 @@ from .. import __version__
 from ..errors import BudgetExceeded
 from ..lm.base import Usage
 from ..proposers import ProposalContext, instruction_pool
-from ..search import (ATTR, ProgramSpace, SearchSpace, check_setup, ensure_slots, make_sampler, publish_setup, setup_startup,
-                      space_of, startup_trials, study_setup, wait_setup)
+from ..search import (ATTR, ProgramSpace, SearchSpace, check_setup, ensure_slots, make_sampler, publish_setup,
+                      setup_startup, space_of, startup_trials, study_setup, wait_setup)
 from ..plugins import SELECTORS
 from ..selectors import SelectionContext, demo_pool, fill_pool
 from ..steps import bootstrap_traces, step_pool

@@ -236,7 +236,8 @@ class ProgramSpace:
         no training example has)."""
         steps = []
         for n, sp in zip(self.names, self.steps):
-            demos = {e.id: {"inputs": e.inputs, "output": e.output} for _, exs in sp.demo_sets for e in exs}
+            demos = {e.id: {"inputs": e.inputs, "output": e.output, **({"extras": e.extras} if e.extras else {})}
+                     for _, exs in sp.demo_sets for e in exs}
             steps.append({"name": n, **sp.describe(), "demos": demos})
         return {"steps": steps, "scorings": list(self.scorings)}
 
@@ -244,7 +245,8 @@ class ProgramSpace:
     def from_description(cls, d: dict[str, Any]) -> "ProgramSpace":
         spaces = []
         for s in d["steps"]:
-            pool = [Example(i, dict(v["inputs"]), str(v["output"])) for i, v in s["demos"].items()]
+            pool = [Example(i, dict(v["inputs"]), str(v["output"]), extras=dict(v.get("extras") or {}))
+                    for i, v in s["demos"].items()]
             spaces.append(SearchSpace.from_description(s, pool))
         return cls([s["name"] for s in d["steps"]], spaces)
 
