@@ -155,7 +155,10 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
         return majority_row(task, seed, splits)
     backend = create_backend(profile, cache=cache)
     evaluator = make_evaluator(task, profile, backend)
-    lm = dspy_lm(backend, max_tokens=evaluator.max_tokens)
+    # the default LM (a program's steps each get their own, ``student``): the largest answer budget, so that
+    # MIPROv2's instruction proposals through it are not cut at a short step's few tokens
+    lm = dspy_lm(backend, max_tokens=max(ev.max_tokens for ev in evaluator.steps) if task.steps
+                 else evaluator.max_tokens)
     metric = evaluator.metric
     train, val = to_dspy(task, splits.train), to_dspy(task, splits.validation)
     t0 = time.perf_counter()
