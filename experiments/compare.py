@@ -12,7 +12,8 @@ counted and cached the same way; DSPy's optimizers reach it through a DSPy LM en
                  no seed (its candidate seeds are fixed), so for seed s > 0 its train set is handed over
                  shuffled by random.Random(s) (seed 0: in the split's order), which changes its labeled
                  demos and every candidate's bootstrap sample as a seed would
-    mipro_light  dspy.MIPROv2(auto="light")
+    mipro_light  dspy.MIPROv2(auto="light"); its prompt model writes up to PROPOSAL_TOKENS per call (rows made
+                 before 2026-12-06 had it cut at the task's answer budget: 4 tokens on the classification tasks)
     mipro_medium dspy.MIPROv2(auto="medium")
     gepa         dspy.GEPA (reflection LM: the task's LM profile on its own backend, 256 tokens, unless
                  the suite's reflection_lm; its calls are the proposer calls), metric-call budget
@@ -66,6 +67,10 @@ from optimizer.task import apply_preset  # noqa: E402
 # the tables are made from rows alone (compare_tables); re-exported for the harness's tests
 from compare_tables import METHODS, aggregate, calls_to_reach, markdown, verdict  # noqa: E402,F401
 from rows import preset_path  # noqa: E402
+
+
+#: what DSPy's instruction writers may write per call (MIPROv2's prompt model): our LM proposer's chat budget
+PROPOSAL_TOKENS = 120
 
 
 def to_dspy(task, examples: list[Example]) -> list[dspy.Example]:
@@ -185,8 +190,12 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
                 prog = opt.compile(student(task, evaluator, backend), trainset=bfrs_train, valset=val)
             cand = program_to_candidate(task, prog)
         elif method.startswith("mipro"):
+            # its prompt model (data summary, program description, instruction proposals) writes with the
+            # budget our proposer has, not the task's answer budget (rows before this fix: cut at 4 tokens on the
+            # classification tasks, so proposals such as "Select 5"); same backend, so its calls are the task's
             opt = dspy.MIPROv2(metric=dspy_metric(task, metric), auto=method.split("_")[1], seed=seed,
-                               num_threads=1, verbose=False)
+                               prompt_model=dspy_lm(backend, max_tokens=PROPOSAL_TOKENS), num_threads=1,
+                               verbose=False)
             with quiet():
                 prog = opt.compile(student(task, evaluator, backend), trainset=train, valset=val)
             cand = program_to_candidate(task, prog)
