@@ -140,14 +140,19 @@ class OfflineProposer(InstructionProposer):
 _WORD = re.compile(r"[A-Za-z]+")
 _GENERIC = {"task", "tasks", "following", "example", "examples", "answer", "answers", "write", "given", "each",
             "instruction", "instructions", "below", "correct", "someone", "sentence", "input", "output", "steps",
-            "step", "this", "that", "with", "from", "your", "what", "which", "should", "will", "into", "them"}
+            "step", "this", "that", "with", "from", "your", "what", "which", "should", "will", "into", "them",
+            "then", "than", "when", "after", "before", "also", "only", "just", "some", "more", "most", "very",
+            "such", "here", "there", "have", "been", "were", "does", "make", "calls"}
 
 
 def task_vocabulary(task: TaskSpec, shots: list[Example]) -> set[str]:
-    """Content words an on-topic instruction is expected to share with the task."""
+    """Content words an on-topic instruction is expected to share with the task: its own words, and the
+    examples' answers where they are short (labels, names, numbers). A long answer (a worked solution, a
+    program step's text) is example content: a draft sharing only one of its words, say "after", with it is
+    not on topic."""
     text = " ".join([task.instruction, task.description, task.output.label, task.output.name,
                      *(f.label for f in task.inputs), *(f.name for f in task.inputs), *(task.label_set or []),
-                     *(ex.output for ex in shots)])
+                     *(ex.output for ex in shots if len(ex.output.split()) <= 3)])
     return {w.lower() for w in _WORD.findall(text) if len(w) >= 4} - _GENERIC
 
 

@@ -342,3 +342,18 @@ def test_a_step_may_write_several_fields(tmp_path):
     with pytest.raises(ConfigError) as exc:
         task_from_dict(data, base_dir=tmp_path)
     assert exc.value.field == "steps.1.output.0.name" and "last" in exc.value.fix
+
+
+def test_a_word_of_a_long_answer_does_not_put_a_draft_on_topic():
+    """The base model's draft for the solving step, accepted before this check because it shares "after" with
+    a worked solution, is off topic; an instruction about solving the problem is not."""
+    from optimizer.plugins import PROPOSERS
+    from optimizer.proposers import ProposalContext
+
+    task = load_task("tasks/gsm8k_program/task.yaml")
+    sub, pool = task.step_task(0), step_pool(task, 0, make_splits(task).train, [])
+    ctx = ProposalContext(sub, pool, 0)
+    lm = PROPOSERS.get("lm")()
+    drift = lm.check("Please remember to add a comma and a full stop after the sentence.", ctx, pool[:5])
+    assert drift == {"passed": False, "reason": "off topic: shares no content word with the task"}
+    assert lm.check("Work out the problem one calculation at a time and state each result.", ctx, pool[:5])["passed"]
