@@ -36,9 +36,10 @@ class ProgramBackend(LMBackend):
 
     name = "scripted-program"
 
-    def __init__(self):
-        super().__init__(LMProfile(name="scripted-program", backend="local", model="scripted-program"), None)
+    def __init__(self, cache=None, interrupt_after: int | None = None):
+        super().__init__(LMProfile(name="scripted-program", backend="local", model="scripted-program"), cache)
         self.prompts: list[str] = []
+        self.interrupt_after = interrupt_after  # raise KeyboardInterrupt on the call after this many (Ctrl-C)
 
     @property
     def model_id(self) -> str:
@@ -46,6 +47,8 @@ class ProgramBackend(LMBackend):
 
     def _generate(self, request: LMRequest) -> LMResponse:
         prompt = request.prompt or ""
+        if self.interrupt_after is not None and len(self.prompts) >= self.interrupt_after:
+            raise KeyboardInterrupt
         self.prompts.append(prompt)
         last = prompt.rsplit("Question:", 1)[-1]
         if prompt.rstrip().endswith("Solution:"):
@@ -357,3 +360,23 @@ def test_a_word_of_a_long_answer_does_not_put_a_draft_on_topic():
     drift = lm.check("Please remember to add a comma and a full stop after the sentence.", ctx, pool[:5])
     assert drift == {"passed": False, "reason": "off topic: shares no content word with the task"}
     assert lm.check("Work out the problem one calculation at a time and state each result.", ctx, pool[:5])["passed"]
+
+
+def test_an_interrupted_program_run_continues_to_the_uninterrupted_result(tmp_path):
+    from optimizer.lm.cache import ResponseCache
+
+    task = program_task(tmp_path)
+    whole = optimize(task, RunOptions(out=tmp_path / "whole", backend=ProgramBackend()))
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    with pytest.raises(KeyboardInterrupt):  # in the search: after the bootstrap's 12 calls and a few trials
+        optimize(task, RunOptions(out=tmp_path / "run", backend=ProgramBackend(cache, interrupt_after=40)))
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "interrupted"
+    again = ProgramBackend(cache)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=again))
+    assert res.summary["resumed"] and res.best.key == whole.best.key
+    assert res.summary["best"]["test"] == whole.summary["best"]["test"]
+    strip = lambda p: [(t["slot"], t["params"], t["score"]) for t in map(json.loads, p.read_text().splitlines())]  # noqa: E731
+    assert strip(tmp_path / "run" / "trials.jsonl") == strip(tmp_path / "whole" / "trials.jsonl")
+    # over both processes no answered call was paid twice (the spend log holds every paid call's key)
+    keys = [json.loads(line)["key"] for line in (tmp_path / "run" / "spend.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys)) > 40 and again.usage.cache_hits > 0
