@@ -286,7 +286,8 @@ def build_artifact(run: FinishedRun, fmt: str) -> dict[str, Any]:
 
 def _program_artifact(run: FinishedRun, ev: Any, cand: Candidate, fmt: str) -> dict[str, Any]:
     """A program of steps as yaml: the steps in the order they run, each with its fields, instruction, demos,
-    template, decoding parameters and output parsing; a plain client runs them in turn, each step's parsed
+    template (a kNN step: its pool and retrieval rule), decoding parameters and output parsing; a plain client
+    runs them in turn, each step's parsed
     output filling the placeholders of the steps after it."""
     if fmt != "yaml":
         raise ConfigError(f"this run's winner is a program of {len(cand.steps)} steps, which one {fmt} prompt cannot "
@@ -304,10 +305,15 @@ def _program_artifact(run: FinishedRun, ev: Any, cand: Candidate, fmt: str) -> d
                  **({"format": field_format(sig, n)} if field_format(sig, n) != "line" else {})}
                 for n in sig.output_fields]
         req = ev.step_request(cand, i, {})
-        steps.append({"name": ev.names[i], "inputs": ins, "outputs": outs, "instruction": sc.instruction,
-                      "demos": demo_dicts(sub.task, sc.demos),
-                      "template": sub.prompt_text(sc, {n: "{{" + n + "}}" for n in sub.task.input_names}),
-                      "parameters": _parameters(req, run.profile),
+        step: dict[str, Any] = {"name": ev.names[i], "inputs": ins, "outputs": outs, "instruction": sc.instruction}
+        if sc.knn:  # per-input demos: the pool and the rule that retrieves them (no fixed template)
+            step.update(demos=[], retrieval={"method": "tfidf-knn", "k": sc.knn, "fields": sub.task.input_names,
+                                             "reference": "optimizer/plain_client.py: KnnIndex"},
+                        demo_pool=demo_dicts(sub.task, sc.demos))
+        else:
+            step.update(demos=demo_dicts(sub.task, sc.demos),
+                        template=sub.prompt_text(sc, {n: "{{" + n + "}}" for n in sub.task.input_names}))
+        steps.append({**step, "parameters": _parameters(req, run.profile),
                       "output_parsing": _generated_parsing(sub, sub.task, outs, None)})
     block = _model_block(run, ev)
     block.pop("parameters")

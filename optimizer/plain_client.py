@@ -341,9 +341,13 @@ def run_program(art: dict, inputs: dict, call) -> dict:
     for st in art["steps"]:
         given = step_values(st, values)
         fields = [{**f, "role": "input"} for f in st["inputs"]] + [{**f, "role": "output"} for f in st["outputs"]]
-        prompt = fill(st["template"], given)
-        rec = {"name": st["name"], "prompt": prompt,
-               "parts_prompt": render_parts(st.get("instruction") or "", fields, st.get("demos") or [], given)}
+        if st.get("retrieval"):  # per-input demos: the k nearest of the step's pool
+            prompt = prepare({**st, "format": "yaml"}, given)["prompt"]
+            parts = prompt
+        else:
+            prompt = fill(st["template"], given)
+            parts = render_parts(st.get("instruction") or "", fields, st.get("demos") or [], given)
+        rec = {"name": st["name"], "prompt": prompt, "parts_prompt": parts}
         if call is not None:
             text, usage = call(prompt, st["parameters"])
             got = parse(text, st["output_parsing"])

@@ -206,7 +206,17 @@ class RunDir:
         pool goes to demo_pool.json."""
         from .program import Candidate, build_program, demo_dicts
 
-        if best.knn:
+        if best.steps and any(sc.knn for sc in best.steps):  # a program: each kNN step's pool, by step name
+            pools, steps = {}, []
+            for i, (st, sc) in enumerate(zip(task.steps or [], best.steps)):
+                if sc.knn:
+                    pools[st.name] = {"knn": sc.knn, "ids": [d.id for d in sc.demos],
+                                      "demos": demo_dicts(task.step_task(i), sc.demos)}
+                    sc = Candidate(sc.instruction, (), sc.origin, scoring=sc.scoring)
+                steps.append(sc)
+            self.write_json("demo_pool.json", {"steps": pools})
+            best = Candidate(best.instruction, (), best.origin, steps=tuple(steps))
+        elif best.knn:
             self.write_json("demo_pool.json", {"knn": best.knn, "ids": [d.id for d in best.demos],
                                                "demos": demo_dicts(task, best.demos)})
             best = Candidate(best.instruction, (), best.origin, scoring=best.scoring)

@@ -149,7 +149,15 @@ class FinishedRun:
                                   field=f"{which}.steps", fix="the run directory was edited; rerun `optimize`")
             ids = list(step.get("demo_ids") or [])
             demos: tuple[Example, ...] = ()
-            if ids:
+            knn = int(step.get("knn") or 0)
+            if ids and knn:  # a kNN step: its pool from demo_pool.json
+                pool = ((self.read_json("demo_pool.json") or {}).get("steps") or {}).get(st.name) or {}
+                if pool.get("ids") != ids:
+                    raise ConfigError(f"demo_pool.json is missing step {st.name!r} or does not match summary.json",
+                                      file=str(self.path / "demo_pool.json"), field=f"steps.{st.name}.ids",
+                                      fix="the run directory was edited; rerun `optimize`")
+                demos = tuple(demo_to_example(sub, d, i) for d, i in zip(pool["demos"], ids))
+            elif ids:
                 saved = (self.program_state.get(st.name) or {}).get("demos") or [] if which == "best" else []
                 if len(saved) != len(ids):
                     raise ConfigError(f"best_program.json has {len(saved)} demos for step {st.name!r}, summary.json "
@@ -158,8 +166,8 @@ class FinishedRun:
                 demos = tuple(demo_to_example(sub, d, i) for d, i in zip(saved, ids))
             steps.append(Candidate(step["instruction"], demos, {"instruction_origin": step.get("instruction_origin"),
                                                                 "demo_selector": step.get("demo_selector"),
-                                                                "n_demos": len(demos)}))
-        origin = {"n_demos": sum(len(c.demos) for c in steps), "run": str(self.path), "which": which}
+                                                                "n_demos": knn or len(demos)}, knn=knn))
+        origin = {"n_demos": sum(c.knn or len(c.demos) for c in steps), "run": str(self.path), "which": which}
         return Candidate("", (), origin, steps=tuple(steps))
 
     def test_predictions(self) -> list[dict[str, Any]]:

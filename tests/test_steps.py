@@ -380,3 +380,29 @@ def test_an_interrupted_program_run_continues_to_the_uninterrupted_result(tmp_pa
     # over both processes no answered call was paid twice (the spend log holds every paid call's key)
     keys = [json.loads(line)["key"] for line in (tmp_path / "run" / "spend.jsonl").read_text().splitlines()]
     assert len(keys) == len(set(keys)) > 40 and again.usage.cache_hits > 0
+
+
+def test_a_program_step_retrieves_its_nearest_demos(tmp_path):
+    """kNN pools per step: each input gets its k nearest pool examples by that step's own inputs (a field an
+    earlier step wrote included), in the search, the run directory read back and the yaml export."""
+    data = program_data(tmp_path)
+    data["optimizer"].update(selectors=["knn"], demo_sets=1, trials=6)  # the kNN pool is the only demo set
+    task = task_from_dict(data, base_dir=tmp_path)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=ProgramBackend()))
+    knn = [st["knn"] for st in res.summary["best"]["steps"]]
+    assert any(knn) and res.summary["best"]["test"] == 1.0, res.summary["best"]["steps"]
+    pools = json.loads((tmp_path / "run" / "demo_pool.json").read_text())["steps"]
+    assert {n for n, k in zip(["solve", "extract"], knn) if k} == set(pools)
+    run = FinishedRun.open(tmp_path / "run")
+    assert run.candidate("best").key == res.best.key
+    art = yaml.safe_load(serialize(build_artifact(run, "yaml"), "yaml"))
+    ev = ProgramEvaluator(task, ProgramBackend(), build_metric(task))
+    client = ProgramBackend()
+
+    def call(prompt, parameters):
+        return client.complete(LMRequest(prompt=prompt, max_tokens=parameters["max_tokens"])).text, None
+    for ex in make_splits(task).test[:3]:
+        got = run_program(art, ex.inputs, call)
+        assert got["parsed"] == ev.run_one(res.best, ex).prediction
+        for i, st in zip(ev.order, got["steps"]):
+            assert st["prompt"] == ev.step_request(res.best, i, {**ex.inputs, **got["parsed"]}).prompt

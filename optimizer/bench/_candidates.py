@@ -32,7 +32,7 @@ class BenchCandidate:
     def describe(self, task: TaskSpec) -> dict[str, Any]:
         c = self.candidate
         if c.steps:  # a program: every step's instruction and demos
-            steps = [{"name": st.name, "instruction": sc.instruction, "n_demos": len(sc.demos),
+            steps = [{"name": st.name, "instruction": sc.instruction, "n_demos": sc.knn or len(sc.demos), "knn": sc.knn,
                       "demo_ids": [d.id for d in sc.demos], "demos": demo_dicts(task.step_task(i), sc.demos)}
                      for i, (st, sc) in enumerate(zip(task.steps or [], c.steps))]
             return {"name": self.name, "source": self.source, "kind": self.kind, "key": c.key, "instruction": "",

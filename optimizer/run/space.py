@@ -115,7 +115,8 @@ def build_space(ctx: RunContext, data_id: str) -> None:
 def build_program_space(ctx: RunContext, data_id: str) -> None:
     """The creator's part for a program of steps (``optimizer.steps``): bootstrap traces of the seed program
     (the demos of every step), then per step an instruction pool (the proposers, shown that step's fields
-    and examples) and demo sets drawn from its pool by the selectors that call no LM; publish the space."""
+    and examples) and demo sets (or a kNN pool) drawn from its pool by the selectors that call no LM; publish
+    the space."""
     task, phases, opt = ctx.task, ctx.phases, ctx.task.optimizer
     ev = ctx.evaluator
     ctx.scorings = ev.scorings(opt.scoring)
@@ -125,8 +126,8 @@ def build_program_space(ctx: RunContext, data_id: str) -> None:
     phases["bootstrap"] = (ctx.backend.usage - u0).to_dict()
     ctx.emit("phase", name="instructions")
     u0 = ctx.proposer_backend.usage
-    # kNN pools are left out: a step's per-input retrieval would read fields earlier steps write
-    kinds = [k for k in opt.selectors if not (SELECTORS.get(k).makes_lm_calls or SELECTORS.get(k).per_input)]
+    # the bootstrap above is a program's LM-calling selector; a kNN pool retrieves over the step's own inputs
+    kinds = [k for k in opt.selectors if not SELECTORS.get(k).makes_lm_calls]
     spaces, proposer_notes, selector_notes, probes = [], {}, {}, Usage()
     for i, (st, sub) in enumerate(zip(task.steps or [], ev.steps)):
         pool = step_pool(task, i, ctx.splits.train, traces)

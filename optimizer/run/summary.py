@@ -118,7 +118,7 @@ def describe(ctx: RunContext, c: Candidate, val: float | None, test_ci: Interval
              extra: dict[str, Any]) -> dict[str, Any]:
     """One prompt of the summary: what it is, its validation score and (finished runs) its test interval."""
     evaluator = ctx.evaluator
-    steps = {"steps": [{"name": n, **_prompt_fields(sc), "demo_order": sc.origin.get("order", 0)} for n, sc in zip(evaluator.names, c.steps)]
+    steps = {"steps": [{"name": n, **_prompt_fields(sc), "demo_order": sc.origin.get("order", 0), "knn": sc.knn} for n, sc in zip(evaluator.names, c.steps)]
              } if c.steps else {}
     return {**_prompt_fields(c), **steps, **scoring_fields(evaluator, c),
             "val": round(val, 6) if val is not None else None,

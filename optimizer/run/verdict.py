@@ -76,7 +76,7 @@ def _random_program(ctx: RunContext, best: Candidate) -> Candidate | None:
     steps = []
     for sp, won in zip(space.steps, best.steps):
         pool = list({e.id: e for _, exs in sp.demo_sets for e in exs}.values())
-        k = min(len(won.demos), len(pool))
+        k = min(won.knn or len(won.demos), len(pool))
         demos = tuple(rng.sample(pool, k)) if k else ()
         steps.append(Candidate(sp.instructions[0][0], demos, {"instruction": 0, "demo_selector": "random_kshot",
                                                                "n_demos": k, "order": 0, "scoring": "generate"}))
@@ -204,7 +204,7 @@ def honest_fields(ctx: RunContext, held: HeldOut, best: Candidate, answers: dict
     val None) and ``verdict``."""
     ev, splits, seed = ctx.evaluator, ctx.splits, ctx.seed
     label = prior_label(ctx)
-    k = sum(len(c.demos) for c in best.steps) if best.steps else best.knn or len(best.demos)
+    k = sum(c.knn or len(c.demos) for c in best.steps) if best.steps else best.knn or len(best.demos)
     baselines: dict[str, Any] = {"seed": _entry(held.base_val.mean, held.base_test.scores, seed),
                                  "label_prior": None, "random_kshot": None}
     tests = {"seed": held.base_test.scores}

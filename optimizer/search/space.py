@@ -195,7 +195,7 @@ class ProgramSpace:
 
     def _join(self, steps: list[Candidate]) -> Candidate:
         named = list(zip(self.names, steps))
-        origin = {"steps": {n: c.origin for n, c in named}, "n_demos": sum(len(c.demos) for c in steps),
+        origin = {"steps": {n: c.origin for n, c in named}, "n_demos": sum(c.knn or len(c.demos) for c in steps),
                   "scoring": "generate",  # each step's choices in one line, for trial records and the summary
                   "instruction_origin": " ".join(f"{n}:{c.origin.get('instruction_origin')}" for n, c in named),
                   "demo_selector": " ".join(f"{n}:{c.origin.get('demo_selector') or '-'}" for n, c in named)}
