@@ -171,6 +171,13 @@ def _echoes(flat: str, request: str, n: int = 4) -> bool:
     return any(" ".join(words[i:i + n]) in flat for i in range(len(words) - n + 1))
 
 
+def _labels_named(text: str, labels: list[str]) -> list[str]:
+    """The labels a draft names (whole words, any case). Naming one label of three or more is steering every
+    input to it (an instruct model answering an example: "Classify the topic of the news article as
+    technology."); a two-label task's instruction may name one ("Answer yes if the sentence is plausible.")."""
+    return [lab for lab in labels if re.search(rf"\b{re.escape(lab)}\b", text, flags=re.I)]
+
+
 def _names_from(text: str, shots: list[Example], vocab: set[str]) -> list[str]:
     """Capitalised words past a sentence's start that come from one example's input and not from the task's
     own words (a person, a place, a title): an instruction about one example, not the task."""
@@ -287,6 +294,9 @@ class LMProposer(InstructionProposer):
         one = re.search(r"\b(?:correct )?answer is:?\s+[\"'`]?([A-Za-z]+)[\"'`]?\s*(?:[.!]|$)", text)
         if one and ctx.task.label_set and one.group(1).lower() in {lab.lower() for lab in ctx.task.label_set}:
             return {"passed": False, "reason": f"gives one answer for every input ({one.group(1)})"}
+        named_labels = _labels_named(text, ctx.task.label_set or [])
+        if len(ctx.task.label_set or []) >= 3 and len(named_labels) == 1:  # "classify the article as sports"
+            return {"passed": False, "reason": f"names one answer of several ({named_labels[0]})"}
         if ctx.chat and _echoes(flat, _flat(_CHAT_ASK)):
             return {"passed": False, "reason": "repeats the request it was given"}
         return {"passed": True, "words": len(words), "task_words": shared}

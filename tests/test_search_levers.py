@@ -734,6 +734,16 @@ def test_lm_drafts_are_listed_with_their_check_or_the_reason_they_failed():
     quoted = prop.check("Label the sentiment; e.g. tom hanks is wonderful, as the lonely castaway -> positive.",
                         ctx, [shot])
     assert quoted["reason"] == "quotes a training input"
+    # a task of several labels: naming one of them steers every input to it; naming them all does not
+    from conftest import ROOT
+    from optimizer.task import load_task
+
+    agnews = ProposalContext(load_task(ROOT / "tasks/ag_news/task.yaml"), ctx.train, 0, None, chat=True)
+    steer = prop.check("Classify the topic of the news article as \"technology\".", agnews, [])
+    assert steer["reason"] == "names one answer of several (technology)"
+    assert prop.check("Classify the news article's topic as world, sports, business or technology.", agnews,
+                      [])["passed"]
+    assert prop.check("Answer positive when the movie review praises the film.", ctx, [])["passed"]  # two labels
     chat = ProposalContext(task, ctx.train, 0, None, chat=True)
     echo = prop.check("Decide the movie review sentiment: what to decide and what to look for in the input.", chat, [])
     assert echo["reason"] == "repeats the request it was given"
