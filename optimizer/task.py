@@ -359,10 +359,12 @@ class TaskSpec(_Strict):
         while len(order) < len(steps):
             ready = [i for i, st in enumerate(steps) if i not in order and all(f in done for f in st.inputs)]
             if not ready:
-                i = next(i for i, st in enumerate(steps) if i not in order)
+                left = [i for i in range(len(steps)) if i not in order]
+                i = left[0]
                 f = next(f for f in steps[i].inputs if f not in done)
-                raise ConfigError(f"steps form a cycle: step `{steps[i].name}` reads `{f}`, which step "
-                                  f"`{steps[writers[f]].name}` writes from what `{steps[i].name}` leads to",
+                names = ", ".join(f"`{steps[j].name}`" for j in left)
+                raise ConfigError(f"steps {names} form a cycle: step `{steps[i].name}` reads `{f}`, which step "
+                                  f"`{steps[writers[f]].name}` writes, and no order of them gives each its inputs",
                                   file=where, field=f"steps.{i}.inputs",
                                   fix="a step may read only task inputs and the outputs of steps before it")
             order.append(ready[0])
