@@ -24,7 +24,10 @@ Rendering rules (``render: completion-v1`` in the artifacts):
   ``demo_pool`` nearest to the input (``KnnIndex``: TF-IDF cosine over the ``retrieval.fields``),
   least similar first, then rendered from parts as above;
 - ``openai-chat`` messages are sent as they are; the artifact's ``chat_template`` (a Jinja
-  template, applied by the server) turns them back into the completion prompt.
+  template, applied by the server) turns them back into the completion prompt;
+- ``yaml`` with ``steps`` (a program): each step in the listed order is a ``yaml`` artifact of its
+  own, filled with the task inputs and the fields the steps before it wrote (``run_program``); the
+  output line carries every step's prompt and text, and every field written.
 
 Parsing (``output_parsing``): ``first-line`` takes the first non-empty line of the answer;
 ``whole-text`` the whole answer, stripped (an output with ``format: text``); ``json-object`` the first
@@ -387,15 +390,16 @@ def main(argv=None) -> int:
 
             key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
             client = openai.OpenAI(base_url=args.base_url, api_key=key or "no-key", max_retries=2, timeout=120)
+        def call(prompt, parameters):  # one step of a program
+            r = client.completions.create(model=model, prompt=prompt, extra_body=extra, **parameters)
+            return r.choices[0].text or "", r.usage
+
         with open(args.inputs, encoding="utf-8") as fh, open(args.out, "w", encoding="utf-8") as out:
             for line in fh:
                 if not line.strip():
                     continue
                 item = json.loads(line)
                 if art.get("steps"):
-                    def call(prompt, parameters):
-                        r = client.completions.create(model=model, prompt=prompt, extra_body=extra, **parameters)
-                        return r.choices[0].text or "", r.usage
                     t0 = time.perf_counter()
                     rec = {"id": item["id"], **run_program(art, item["inputs"], call if client is not None else None)}
                     rec["latency_s"] = round(time.perf_counter() - t0, 5)
