@@ -235,6 +235,10 @@ class OptimizerSpec(_Strict):
     # a fixed set leaves that example out): cross-fitting, more evidence to select on without moving
     # examples out of the demo pool; the reported validation score stays the validation split's
     crossfit: int = Field(default=60, ge=0)
+    # reflective mutation inside the search (GEPA's way, ``optimizer.run.reflect``): rounds in which the
+    # proposer LM reads the incumbent's failures on a minibatch and writes an instruction that joins the pool
+    # only if it beats the incumbent there (0: none; needs the run's own storage and a one-call task)
+    reflect: int = Field(default=0, ge=0)
 
 
 class StepSpec(_Strict):

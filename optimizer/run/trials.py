@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from optuna.trial import TrialState
+
 from ..program import Candidate
 from ..search import Search, balanced_weights, ensure_slots, make_sampler
 from .context import RunContext
 from .inputs import finished_trials
+from .reflect import record_reflections, reflect_round, reflection_bounds, rounds_done
 
 
 def make_search(ctx: RunContext, call_cap: int | None) -> Search:
@@ -45,8 +48,19 @@ def run_search(ctx: RunContext) -> tuple[Any, Candidate]:
     ctx.search = make_search(ctx, None if opts.search_calls is None
                              else max(0, opts.search_calls - int(ctx.setup.get("setup_calls", 0))))
     u0 = ctx.backend.usage
+    rounds = reflection_bounds(ctx.n_trials, ctx.task.optimizer.reflect) if (
+        ctx.task.optimizer.reflect and ctx.exclusive and not ctx.task.steps) else []
     try:
-        ctx.search.run()
+        for bound in rounds + [None]:
+            ctx.search.run(until=bound)
+            if bound is None or ctx.search.capped or bound in {r["slot"] for r in rounds_done(ctx)}:
+                continue
+            if not any(t.state == TrialState.COMPLETE for t in ctx.study.get_trials(deepcopy=False)):
+                continue  # no incumbent yet (every trial so far was pruned or failed)
+            ctx.emit("phase", name=f"reflect before slot {bound}")
+            ctx.emit("reflect", record=reflect_round(ctx, bound))
+        if rounds:
+            record_reflections(ctx)
     finally:
         ctx.phases["search"] = (ctx.backend.usage - u0 + ctx.early_search).to_dict()
         try:

@@ -187,10 +187,11 @@ class Search:
         setup = self.study.user_attrs.get(ATTR + "setup") or {}
         return int(setup.get("n_trials", 0))
 
-    def _claim(self) -> optuna.trial.FrozenTrial | None:
+    def _claim(self, until: int | None = None) -> optuna.trial.FrozenTrial | None:
         trials = self.study.get_trials(deepcopy=False)
         done = {trial_slot(t) for t in trials if t.state in FINISHED}
-        waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: (trial_slot(t), t.number))
+        waiting = sorted((t for t in trials if t.state == TrialState.WAITING and (until is None or trial_slot(t) < until)),
+                         key=lambda t: (trial_slot(t), t.number))
         for t in waiting:
             try:
                 if not self.storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
@@ -205,15 +206,16 @@ class Search:
             return self.storage.get_trial(t._trial_id)
         return None
 
-    def run(self) -> None:
-        """Run open slots until every slot of the study is finished (waiting for other workers' trials)."""
+    def run(self, until: int | None = None) -> None:
+        """Run open slots until every slot of the study is finished (waiting for other workers' trials);
+        ``until``: only the slots below it (a reflection round comes next, ``optimizer.run.reflect``)."""
         told_waiting = False
         while True:
             self._recover()
             if self.call_cap is not None and (self.capped or self.spent_calls() >= self.call_cap):
                 self.capped = True
                 return
-            frozen = self._claim()
+            frozen = self._claim(until)
             if frozen is not None:
                 told_waiting = False
                 self._run_slot(frozen)
