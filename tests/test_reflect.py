@@ -56,3 +56,13 @@ def test_a_draft_that_does_not_beat_the_incumbent_stays_out_and_a_resumed_run_re
     res2 = optimize(task, RunOptions(out=tmp_path / "run", backend=again, seed=0))
     assert res2.summary["best"]["test"] == res.summary["best"]["test"] and again.usage.paid_calls == 0
     assert len(json.loads((tmp_path / "run" / "candidates.json").read_text())["reflections"]) == 1
+
+
+def test_the_dry_run_counts_the_rounds(tmp_path):
+    from optimizer.run.plan import plan
+
+    base = sst2_task(trials=6, train=16, validation=12, test=12)
+    with_rounds = sst2_task(trials=6, reflect=2, train=16, validation=12, test=12)
+    a = plan(base, RunOptions(out=tmp_path / "a"))["phases"]["search"]["calls"]
+    b = plan(with_rounds, RunOptions(out=tmp_path / "b"))["phases"]["search"]["calls"]
+    assert b - a == 2 * (2 * 12 + 1)  # two rounds: the incumbent and the draft on 12 examples, one draft each
