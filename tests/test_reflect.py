@@ -30,10 +30,14 @@ def test_bounds_cut_the_slots_into_shares():
 def test_a_round_adds_the_instruction_that_beats_the_incumbent_and_the_next_slot_runs_it(tmp_path):
     task = sst2_task(trials=6, reflect=1, proposers=["offline"], instructions=2, max_demos=2, demo_sets=2,
                      train=16, validation=12, test=12)
-    res = optimize(task, RunOptions(out=tmp_path / "run", backend=writer(task), seed=0))
+    w = writer(task)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=w, seed=0))
     cands = json.loads((tmp_path / "run" / "candidates.json").read_text())
     (rnd,) = cands["reflections"]
     assert rnd["slot"] == 3 and rnd["accepted"] and rnd["draft"] == _Writer.FIX
+    # the writer was shown the incumbent's failures and every instruction tried so far with its score
+    (asked,) = [p for p in w.prompts if "Improved instruction:" in p]
+    assert "Expected sentiment:" in asked and "Produced:" in asked and f": {task.instruction}" in asked
     assert rnd["child_score"] == 1.0 > rnd["parent_score"] and len(rnd["minibatch"]) == 12  # all 12 validation
     added = cands["instructions"][rnd["instruction"]]
     assert added["origin"] == "reflect" and added["text"] == _Writer.FIX and added["check"]["slot"] == 3

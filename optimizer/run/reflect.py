@@ -24,6 +24,8 @@ import json
 import random
 from typing import Any
 
+from optuna.trial import TrialState
+
 from ..errors import LMCallFailed
 from ..program import Candidate
 from ..proposers import ProposalContext, ReflectiveProposer
@@ -85,7 +87,7 @@ def _round(ctx: RunContext, slot: int, best_trial: Any, incumbent: Candidate, mi
     writer = ReflectiveProposer()
     pctx = ProposalContext(task, ctx.splits.train, ctx.seed, ctx.proposer_backend,
                            chat=ctx.proposer_profile.resolved_adapter == "chat")
-    history = [(parent_res.mean, incumbent.instruction)]
+    history = _history(ctx, space.instructions)  # every instruction tried so far, with its best trial's score
     text = writer._draft(pctx, writer._reflect_prompt(task, incumbent.instruction, failures, history), 1000 + slot)
     out.update(draft=text, failures_shown=min(len(failures), writer.k))
     check = writer.check(text, pctx, [ex for ex, _ in failures]) if text else {"passed": False, "reason": "empty"}
@@ -105,6 +107,17 @@ def _round(ctx: RunContext, slot: int, best_trial: Any, incumbent: Candidate, mi
     for t in waiting:  # the next slot runs the child with the incumbent's other parameters
         ctx.study._storage.set_trial_system_attr(t._trial_id, "fixed_params", params)
     return {**out, "accepted": True, "instruction": len(space.instructions) - 1, "next_slot_params": params}
+
+
+def _history(ctx: RunContext, instructions: list[tuple[str, str]]) -> list[tuple[float, str]]:
+    """(best complete trial's objective, instruction) for each instruction the trials have tried (OPRO's
+    scored history, which the reflective request shows)."""
+    best: dict[int, float] = {}
+    for t in ctx.study.get_trials(deepcopy=False):
+        i = t.params.get("instruction")
+        if t.state == TrialState.COMPLETE and t.value is not None and isinstance(i, int) and i < len(instructions):
+            best[i] = max(best.get(i, float("-inf")), float(t.value))
+    return [(v, instructions[i][0]) for i, v in sorted(best.items())]
 
 
 def record_reflections(ctx: RunContext) -> None:
