@@ -160,6 +160,10 @@ _CHAT_ASK = ("Write the instruction, addressed to the model, in one to three sen
              "look for in the input. Start with a verb. Do not quote the examples. Reply with the instruction only.")
 
 
+_REFLECT_ASK = ("Reply with the improved instruction only: one to three sentences addressed to the model, for every "
+                "input of the task. Do not repeat the examples, their answers or this request.")
+
+
 def _flat(text: str) -> str:
     """Lower-case words joined by single spaces (punctuation and spacing do not hide a quotation)."""
     return " ".join(w.lower() for w in re.findall(r"[A-Za-z0-9]+", text))
@@ -297,7 +301,7 @@ class LMProposer(InstructionProposer):
         named_labels = _labels_named(text, ctx.task.label_set or [])
         if len(ctx.task.label_set or []) >= 3 and len(named_labels) == 1:  # "classify the article as sports"
             return {"passed": False, "reason": f"names one answer of several ({named_labels[0]})"}
-        if ctx.chat and _echoes(flat, _flat(_CHAT_ASK)):
+        if ctx.chat and (_echoes(flat, _flat(_CHAT_ASK)) or _echoes(flat, _flat(_REFLECT_ASK))):
             return {"passed": False, "reason": "repeats the request it was given"}
         return {"passed": True, "words": len(words), "task_words": shared}
 
@@ -349,7 +353,10 @@ class ReflectiveProposer(LMProposer):
         self.rounds = rounds
 
     def _reflect_prompt(self, task: TaskSpec, current: str, failures: list[tuple[Example, str]],
-                        history: list[tuple[float, str]]) -> str:
+                        history: list[tuple[float, str]], chat: bool = False) -> str:
+        """The reflection request; a chat writer is also told to reply with the instruction alone (the
+        instruct model otherwise continued the failures' format: "... Expected sentiment: negative
+        Produced: positive")."""
         lines = ["An instruction for a task was tried on examples. These are examples it got wrong.", "",
                  f"Instruction: {current}", ""]
         for ex, produced in failures[: self.k]:
@@ -363,6 +370,9 @@ class ReflectiveProposer(LMProposer):
             lines.append(f"{score:.2f}: {text}")
         lines.append("")
         lines.append("Write one improved instruction that avoids these mistakes.")
+        if chat:
+            lines.append(_REFLECT_ASK)
+            return "\n".join(lines)
         lines.append("Improved instruction:")
         return "\n".join(lines)
 
@@ -402,7 +412,7 @@ class ReflectiveProposer(LMProposer):
         for r in range(self.rounds):
             if len(found) >= n or not failures:
                 break
-            prompt = self._reflect_prompt(ctx.task, current, failures, history)
+            prompt = self._reflect_prompt(ctx.task, current, failures, history, chat=ctx.chat)
             for d in range(self.drafts):
                 if len(found) >= n:
                     break

@@ -70,3 +70,18 @@ def test_the_dry_run_counts_the_rounds(tmp_path):
     a = plan(base, RunOptions(out=tmp_path / "a"))["phases"]["search"]["calls"]
     b = plan(with_rounds, RunOptions(out=tmp_path / "b"))["phases"]["search"]["calls"]
     assert b - a == 2 * (2 * 12 + 1)  # two rounds: the incumbent and the draft on 12 examples, one draft each
+
+
+def test_a_chat_writer_is_asked_for_the_instruction_alone():
+    from optimizer.proposers import ProposalContext, ReflectiveProposer, _REFLECT_ASK
+
+    task = sst2_task()
+    ex = make_splits(task).train[0]
+    w = ReflectiveProposer()
+    chat = w._reflect_prompt(task, task.instruction, [(ex, "negative")], [(0.5, task.instruction)], chat=True)
+    plain = w._reflect_prompt(task, task.instruction, [(ex, "negative")], [(0.5, task.instruction)])
+    assert chat.endswith(_REFLECT_ASK) and plain.endswith("Improved instruction:")
+    ctx = ProposalContext(task, [], 0, None, chat=True)
+    echo = w.check("Label the movie review sentiment. Do not repeat the examples, their answers or this request.",
+                   ctx, [])
+    assert echo["reason"] == "repeats the request it was given"

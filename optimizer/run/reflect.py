@@ -88,7 +88,8 @@ def _round(ctx: RunContext, slot: int, best_trial: Any, incumbent: Candidate, mi
     pctx = ProposalContext(task, ctx.splits.train, ctx.seed, ctx.proposer_backend,
                            chat=ctx.proposer_profile.resolved_adapter == "chat")
     history = _history(ctx, space.instructions)  # every instruction tried so far, with its best trial's score
-    text = writer._draft(pctx, writer._reflect_prompt(task, incumbent.instruction, failures, history), 1000 + slot)
+    prompt = writer._reflect_prompt(task, incumbent.instruction, failures, history, chat=pctx.chat)
+    text = writer._draft(pctx, prompt, 1000 + slot)
     out.update(draft=text, failures_shown=min(len(failures), writer.k))
     check = writer.check(text, pctx, [ex for ex, _ in failures]) if text else {"passed": False, "reason": "empty"}
     if check.get("passed") and text.strip().lower() in {t.strip().lower() for t, _ in space.instructions}:
