@@ -110,7 +110,11 @@ def chat_messages(ev: Evaluator, cand: Candidate, inputs: dict[str, str]) -> lis
 
 
 def _fields(ev: Evaluator, run: FinishedRun) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    sig = ev.signature(Candidate(run.task.instruction))
+    return _signature_fields(ev.signature(Candidate(run.task.instruction)))
+
+
+def _signature_fields(sig: Any) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """A signature's input and output fields as an export lists them (name, prefix, format unless line)."""
     ins = [{"name": n, "prefix": field_prefix(sig, n)} for n in sig.input_fields]
     outs = [{"name": n, "prefix": field_prefix(sig, n),
              **({"format": field_format(sig, n)} if field_format(sig, n) != "line" else {})} for n in sig.output_fields]
@@ -299,11 +303,7 @@ def _program_artifact(run: FinishedRun, ev: Any, cand: Candidate, fmt: str) -> d
     steps = []
     for i in ev.order:
         sub, sc = ev.steps[i], cand.steps[i]
-        sig = sub.signature(sc)
-        ins = [{"name": n, "prefix": field_prefix(sig, n)} for n in sig.input_fields]
-        outs = [{"name": n, "prefix": field_prefix(sig, n),
-                 **({"format": field_format(sig, n)} if field_format(sig, n) != "line" else {})}
-                for n in sig.output_fields]
+        ins, outs = _signature_fields(sub.signature(sc))
         req = ev.step_request(cand, i, {})
         step: dict[str, Any] = {"name": ev.names[i], "inputs": ins, "outputs": outs, "instruction": sc.instruction}
         if sc.knn:  # per-input demos: the pool and the rule that retrieves them (no fixed template)
