@@ -1,6 +1,8 @@
 """JSON answers on the real models (``tasks/trec_json``): a search on the embedded base model whose ``yaml``
 export passes the parity check against llama.cpp's server (the plain client reads the JSON as the optimizer
-did), and the instruct model answering through the chat adapter with JSON that meets the schema."""
+did), the instruct model answering through the chat adapter with JSON that meets the schema, and
+``tasks/gsm8k_extract`` (two input fields, one JSON object) optimized, reported, benched and exported on the
+instruct model."""
 
 from __future__ import annotations
 
@@ -14,15 +16,20 @@ from conftest import MECHANISM_SETTINGS, ROOT, run_cli
 pytestmark = pytest.mark.integration
 
 
-def trec_json_file(tmp_path, train=16, validation=6, test=8, **optimizer):
-    data = yaml.safe_load((ROOT / "tasks/trec_json/task.yaml").read_text())
+def small_task_file(tmp_path, name, train=16, validation=6, test=8, **optimizer):
+    """``tasks/NAME/task.yaml`` with small splits under ``MECHANISM_SETTINGS``, written to ``tmp_path``."""
+    data = yaml.safe_load((ROOT / "tasks" / name / "task.yaml").read_text())
     data["splits"]["train"]["limit"], data["splits"]["validation"]["limit"] = train, validation
     data["splits"]["test"]["limit"] = test
-    data["dataset"]["files"] = {k: str(ROOT / "tasks/trec_json" / v) for k, v in data["dataset"]["files"].items()}
+    data["dataset"]["files"] = {k: str(ROOT / "tasks" / name / v) for k, v in data["dataset"]["files"].items()}
     data["optimizer"].update(**MECHANISM_SETTINGS, **optimizer)
     path = tmp_path / "task.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def trec_json_file(tmp_path, **kw):
+    return small_task_file(tmp_path, "trec_json", **kw)
 
 
 def test_json_answers_on_the_base_model_and_their_export_pass_parity(tmp_path):
@@ -68,3 +75,32 @@ def test_the_instruct_model_answers_json_that_meets_the_schema_through_the_chat_
     assert len(parsed) >= 5, texts
     assert all(json_problem(o.prediction["answer"], task.output.json_schema) is None for o in parsed)
     assert sum(o.score for o in r.outcomes) > 0, texts  # some keys right
+
+
+def test_two_input_fields_and_a_json_object_on_the_instruct_model(tmp_path):
+    """``tasks/gsm8k_extract`` end to end with the README's commands: optimize on local-instruct (the chat
+    adapter), report, bench the winner against the seed prompt, and the openai-chat export's parity check."""
+    task_file = small_task_file(tmp_path, "gsm8k_extract", train=8, validation=4, test=6, trials=2, max_demos=2,
+                                demo_sets=2, instructions=1)
+    run, cache = tmp_path / "run", str(tmp_path / "c")
+    r = run_cli(str(task_file), "--out", str(run), "--cache-dir", cache, "--quiet", timeout=1500)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((run / "summary.json").read_text())
+    assert s["adapter"] == "chat" and s["metric"] == "json_fields>numeric"
+    assert s["best"]["parse_failure_rate"] <= 1 / 6, s["best"]  # JSON objects of the schema's shape
+    prompt = (run / "prompt.txt").read_text()
+    assert "[[ ## question ## ]]" in prompt and "[[ ## solution ## ]]" in prompt  # both inputs, chat framing
+    preds = [json.loads(line)["best"] for line in (run / "test_predictions.jsonl").read_text().splitlines()]
+    objects = [json.loads(p["prediction"]["answer"]) for p in preds if p["prediction"]["answer"]]
+    assert objects and all(set(o) == {"result", "steps"} for o in objects), preds
+    assert s["best"]["test"] > 0, preds  # some result or count right
+    r = run_cli("report", str(run), timeout=300)
+    assert r.returncode == 0 and (run / "report.html").exists(), r.stderr[-1500:]
+    r = run_cli("bench", str(task_file), "--candidates", f"seed={run}#baseline", f"best={run}",
+                "--out", str(tmp_path / "bench"), "--cache-dir", cache, timeout=900)
+    assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
+    r = run_cli("export", str(run), "--format", "openai-chat", "--out", str(tmp_path / "chat.json"), "--sample", "4",
+                timeout=900)
+    assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
+    art = json.loads((tmp_path / "chat.json").read_text())
+    assert art["inputs"] == ["question", "solution"] and art["parity"]["passed"] is True, art.get("parity")
