@@ -241,6 +241,9 @@ class OptimizerSpec(_Strict):
     reflect: int = Field(default=0, ge=0)
 
 
+ONE_CALL_STEP = "call"  # the step name of a one-call task whose ``output`` lists several fields
+
+
 class StepSpec(_Strict):
     """One call of a program of several steps: the fields it reads (task inputs or earlier steps' outputs),
     the field it writes (``output``; omitted: the task's output, which one step must write) and its seed
@@ -266,8 +269,8 @@ class TaskSpec(_Strict):
     output: OutputSpec
     instruction: str = Field(min_length=1)
     program: Literal["predict", "chain_of_thought"] = "predict"
-    # a program of several calls wired by field names (``optimizer.steps``); None: one call
-    steps: list[StepSpec] | None = Field(default=None, min_length=2)
+    # a program of calls wired by field names (``optimizer.steps``); None: one call of one output field
+    steps: list[StepSpec] | None = Field(default=None, min_length=1)
     metric: MetricSpec
     lm: str = "local"  # an LM profile name (configs/lm/NAME.yaml) or a path
     adapter: Literal["auto", "completion", "chat"] = "auto"
@@ -278,10 +281,33 @@ class TaskSpec(_Strict):
     _path: Path | None = None
     _extra_outputs: list[OutputSpec] = []  # a step's task: the fields it writes before its output
 
+    @staticmethod
+    def _several_outputs(data: Any) -> Any:
+        """``output`` as a list: one call writing several fields in order, the last scored. It is a program of
+        one step (``ONE_CALL_STEP``) reading every input, so demos, parsing, the run directory and the yaml
+        export are the programs' own."""
+        if not (isinstance(data, dict) and isinstance(data.get("output"), list)):
+            return data
+        outs = data["output"]
+        if data.get("steps") is not None:
+            raise ValueError("`output` is one field in a program of `steps`; list several fields under the step "
+                             "that writes them (`steps.N.output`)")
+        if len(outs) < 2:
+            raise ValueError("`output` as a list names two or more fields (one field: write it as a mapping)")
+        if data.get("program", "predict") != "predict":
+            raise ValueError("several outputs do not combine with `program: chain_of_thought`: list a "
+                             "`reasoning` field first instead")
+        names = [f.get("name") for f in data.get("inputs") or [] if isinstance(f, dict)]
+        step = {"name": ONE_CALL_STEP, "inputs": names, "output": outs}
+        if "instruction" in data:
+            step["instruction"] = data["instruction"]
+        return {**data, "output": outs[-1], "steps": [step]}
+
     @model_validator(mode="before")
     @classmethod
     def _program_instruction(cls, data: Any) -> Any:
         """A program of steps needs no top-level instruction: it defaults to the answering step's."""
+        data = cls._several_outputs(data)
         if isinstance(data, dict) and "instruction" not in data and isinstance(data.get("steps"), list):
             steps = [st for st in data["steps"] if isinstance(st, dict)]
             final = next((st for st in steps if "output" not in st), steps[-1] if steps else {})
@@ -326,9 +352,19 @@ class TaskSpec(_Strict):
 
     def data_fields(self) -> list[tuple[str, OutputSpec]]:
         """The intermediate step outputs whose values the data holds (``column``): (where, output)."""
-        return [(f"steps.{i}.output" + (f".{j}" if isinstance(st.output, list) else ""), f)
-                for i, st in enumerate(self.steps or []) for j, f in enumerate(self.step_outputs(st))
-                if f.column and f.name != self.output.name]
+        return [(self._output_at(i, j), f) for i, st in enumerate(self.steps or [])
+                for j, f in enumerate(self.step_outputs(st)) if f.column and f.name != self.output.name]
+
+    @property
+    def outputs_listed(self) -> bool:
+        """A one-call task whose ``output`` lists several fields (a program of the one step ``ONE_CALL_STEP``)."""
+        return bool(self.steps) and len(self.steps) == 1 and self.steps[0].name == ONE_CALL_STEP
+
+    def _output_at(self, i: int, j: int) -> str:
+        """Where step ``i``'s ``j``-th output is written in task.yaml."""
+        if self.outputs_listed:
+            return f"output.{j}"
+        return f"steps.{i}.output" + (f".{j}" if isinstance(self.steps[i].output, list) else "")
 
     def step_order(self) -> list[int]:
         """The steps' indices in the order they run: each after the steps whose outputs it reads (ties:
@@ -339,7 +375,7 @@ class TaskSpec(_Strict):
         for i, st in enumerate(steps):
             outs = self.step_outputs(st)
             for j, f in enumerate(outs):
-                at = f"steps.{i}.output" + (f".{j}" if isinstance(st.output, list) else "") + ".name"
+                at = self._output_at(i, j) + ".name"
                 if f.name in writers or f.name in self.input_names or f.name in [g.name for g in outs[:j]]:
                     other = f"step `{steps[writers[f.name]].name}`" if f.name in writers else (
                         "the task inputs" if f.name in self.input_names else "its own earlier output")

@@ -30,7 +30,8 @@ PROBLEMS = [(a, b) for a in range(2, 9) for b in range(3, 7)]  # 28 distinct sum
 
 class ProgramBackend(LMBackend):
     """A scripted two-step solver. The solving step (prompt ends in ``Solution:``) writes ``a + b = c`` with
-    the right sum when its prompt shows at least one demo, else a wrong one; the extracting step (prompt ends
+    the right sum when its prompt shows at least one demo, else a wrong one, then ``Total: c`` or ``Answer: c``
+    where its demos show that field; the extracting step (prompt ends
     in ``Answer:``) gives the number after ``=`` in the solution it was shown when it has a demo, else
     ``none``."""
 
@@ -55,7 +56,8 @@ class ProgramBackend(LMBackend):
             a, b = map(int, re.search(r"(\d+) plus (\d+)", last).groups())
             demos = prompt.count("Solution:") - 1
             c = a + b if demos else a + b + 1
-            text = f" {a} + {b} = {c}\nTotal: {c}\n" if "Total:" in prompt else f" {a} + {b} = {c}\n"
+            then = next((f"{p}: {c}\n" for p in ("Total", "Answer") if f"{p}:" in prompt), "")
+            text = f" {a} + {b} = {c}\n{then}"
         else:
             demos = prompt.count("Answer:") - 1
             m = re.search(r"(?:=|Total:)\s*(-?\d+)", last)
@@ -345,6 +347,50 @@ def test_a_step_may_write_several_fields(tmp_path):
     with pytest.raises(ConfigError) as exc:
         task_from_dict(data, base_dir=tmp_path)
     assert exc.value.field == "steps.1.output.0.name" and "last" in exc.value.fix
+
+
+def test_a_one_call_task_may_write_several_fields(tmp_path):
+    """``output:`` as a list: one call writes the fields in order and the last is scored; it runs as a
+    program of one step reading every input, with its search, run directory, read-back and yaml export."""
+    data = program_data(tmp_path)
+    solve = data["steps"][0]["output"]
+    data["output"] = [solve, data["output"]]
+    data["instruction"] = "Solve it, then give the number."
+    del data["steps"]
+    task = task_from_dict(data, base_dir=tmp_path)
+    assert [st.name for st in task.steps] == ["call"] and task.output.name == "answer"
+    assert [f.name for f in task.step_outputs(task.steps[0])] == ["solution", "answer"]
+    assert task.steps[0].inputs == ["question"] and task.steps[0].instruction == "Solve it, then give the number."
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=ProgramBackend()))
+    s = res.summary
+    assert s["best"]["test"] == 1.0 and s["baseline"]["test"] == 0.0
+    preds = [json.loads(line) for line in (tmp_path / "run" / "test_predictions.jsonl").read_text().splitlines()]
+    assert all(set(p["best"]["prediction"]) == {"solution", "answer"} for p in preds)
+    run = FinishedRun.open(tmp_path / "run")
+    assert run.candidate("best").key == res.best.key
+    art = yaml.safe_load(serialize(build_artifact(run, "yaml"), "yaml"))
+    assert [f["name"] for f in art["steps"][0]["outputs"]] == ["solution", "answer"]
+    client = ProgramBackend()
+
+    def call(prompt, parameters):
+        return client.complete(LMRequest(prompt=prompt, max_tokens=parameters["max_tokens"])).text, None
+    ex = make_splits(task).test[0]
+    assert run_program(art, ex.inputs, call)["parsed"] == ProgramEvaluator(
+        task, ProgramBackend(), build_metric(task)).run_one(res.best, ex).prediction
+    # what does not combine with a list of outputs: one line each, naming the fix
+    for edit, words in ((lambda d: d.update(program="chain_of_thought"), "reasoning"),
+                        (lambda d: d.update(output=d["output"][:1]), "two or more"),
+                        (lambda d: d.update(steps=program_data(tmp_path)["steps"]), "steps.N.output")):
+        bad = json.loads(json.dumps(data))
+        edit(bad)
+        with pytest.raises(ConfigError) as exc:
+            task_from_dict(bad, base_dir=tmp_path)
+        assert words in str(exc.value), str(exc.value)
+    bad = json.loads(json.dumps(data))
+    bad["output"][0]["column"] = "worked"
+    with pytest.raises(DataError) as exc:
+        make_splits(task_from_dict(bad, base_dir=tmp_path))
+    assert exc.value.field == "output.0.column"  # as the user wrote it
 
 
 def test_a_word_of_a_long_answer_does_not_put_a_draft_on_topic():
