@@ -1,7 +1,7 @@
 """Run `optimize` on every example task and print one Markdown table (seed prompt vs winner on test).
 
     .venv/bin/python experiments/example_tasks.py [--tasks sst2 trec ...] [--seed 0] [--fresh-cache]
-        [--out experiments/results/example_tasks]
+        [--lm local-instruct] [--trials N] [--validation N] [--test N] [--out experiments/results/example_tasks]
 
 Each task runs as its own `optimize` process (the real CLI, default settings of its task.yaml),
 timed, with its peak resident memory read by /usr/bin/time. The table and the raw summaries go
@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["sst2", "trec", "ag_news", "bbh_navigate", "bbh_sports", "gsm8k"]
 
@@ -28,6 +30,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "experiments/results/example_tasks")
     ap.add_argument("--trials", type=int, help="override every task's optimizer.trials")
+    ap.add_argument("--lm", help="override every task's LM profile (for example local-instruct)")
+    ap.add_argument("--validation", type=int, help="cap every task's validation split (a task file that includes "
+                    "the shipped one, written to --out/tasks)")
+    ap.add_argument("--test", type=int, help="cap every task's test split (the same way)")
     ap.add_argument("--fresh-cache", action="store_true", help="start from an empty LM cache (honest timings)")
     args = ap.parse_args()
     out: Path = args.out
@@ -40,10 +46,15 @@ def main() -> int:
         run_dir = out / "runs" / f"{name}-seed{args.seed}"
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "optimizer.cli", str(ROOT / "tasks" / name / "task.yaml"),
+        task_file = ROOT / "tasks" / name / "task.yaml"
+        if args.validation or args.test:
+            task_file = capped_task(task_file, out / "tasks" / f"{name}.yaml", args.validation, args.test)
+        cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "optimizer.cli", str(task_file),
                "--seed", str(args.seed), "--out", str(run_dir), "--cache-dir", str(cache), "--quiet"]
         if args.trials:
             cmd += ["--trials", str(args.trials)]
+        if args.lm:
+            cmd += ["--lm", args.lm]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -56,22 +67,36 @@ def main() -> int:
                      "baseline_ci": s["baseline"]["test_ci"], "best_test": s["best"]["test"],
                      "best_ci": s["best"]["test_ci"], "best_val": s["best"]["val"], "n_demos": s["best"]["n_demos"],
                      "instruction_origin": s["best"]["instruction_origin"], "significant": s["significant"],
-                     "lm_calls": s["lm_calls"], "paid_calls": s["paid_calls"], "test_n": s["splits"]["test"],
+                     "lm_calls": s["lm_calls"], "paid_calls": s["paid_calls"], "test_n": s["splits"]["test"], "lm": args.lm or "task",
+                     "parse_failure_rate": s["best"].get("parse_failure_rate"),
                      "trials": s["trials"], "wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_kb / 1024)})
         print(f"{name}: seed {s['baseline']['test']:.3f} -> winner {s['best']['test']:.3f} "
               f"({s['lm_calls']} calls, {wall:.0f} s)", flush=True)
     lines = ["| task | test n | seed prompt (test, 95% CI) | winner (test, 95% CI) | winner val | demos | instruction |"
-             " CIs disjoint | LM calls | wall s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             " CIs disjoint | winner's parse failures | LM calls | wall s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['test_n']} | {r['baseline_test']:.3f} [{r['baseline_ci'][0]:.3f}, "
                      f"{r['baseline_ci'][1]:.3f}] | {r['best_test']:.3f} [{r['best_ci'][0]:.3f}, {r['best_ci'][1]:.3f}] | "
                      f"{r['best_val']:.3f} | {r['n_demos']} | {r['instruction_origin']} | "
-                     f"{'yes' if r['significant'] else 'no'} | {r['lm_calls']} | {r['wall_seconds']} | {r['peak_rss_mb']} |")
+                     f"{'yes' if r['significant'] else 'no'} | {_rate(r.get('parse_failure_rate'))} | {r['lm_calls']} | {r['wall_seconds']} | {r['peak_rss_mb']} |")
     table = "\n".join(lines)
     (out / "table.md").write_text(table + "\n")
     (out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(table)
     return 0
+
+
+def capped_task(shipped: Path, path: Path, validation: int | None, test: int | None) -> Path:
+    """A task file that includes ``shipped`` with its validation and test splits capped."""
+    splits = {k: {"limit": v} for k, v in (("validation", validation), ("test", test)) if v}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"include": str(shipped), "splits": splits}))
+    return path
+
+
+def _rate(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.1f}%"
 
 
 if __name__ == "__main__":
