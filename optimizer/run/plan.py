@@ -106,12 +106,15 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
     scored = selection_examples(task, splits, seed)
     rows["search"] = {"calls": n_trials * len(scored) * per, "prompt_tokens": n_trials * tokens(typical, scored),
                       "completion_tokens": n_trials * len(scored) * mt}
-    if task.optimizer.reflect and not task.steps:  # each round: the incumbent and a draft on a minibatch, one draft
-        from .reflect import MINIBATCH
+    if task.optimizer.reflect and not task.steps:
+        from .reflect import MINIBATCH, MINIBATCH_RUNS
 
-        per_round = 2 * min(MINIBATCH, len(scored))
+        # each round, on a minibatch: the parent and its draft, then the merge's two members and two children
+        # (upper bounds: the parent and members were scored in their trials, mostly memoised); one draft
+        per_round = MINIBATCH_RUNS * min(MINIBATCH, len(scored))
         rows["search"]["calls"] += task.optimizer.reflect * (per_round + 1)
-        rows["search"]["prompt_tokens"] += task.optimizer.reflect * (2 * tokens(typical, scored[:MINIBATCH]))
+        rows["search"]["prompt_tokens"] += task.optimizer.reflect * (
+            MINIBATCH_RUNS * tokens(typical, scored[:MINIBATCH]))
         rows["search"]["completion_tokens"] += task.optimizer.reflect * (per_round * mt + 120)
     if opts.search_calls is not None:  # the search stops at the cap
         room = max(0, opts.search_calls - rows["proposer"]["calls"] - rows["bootstrap"]["calls"])
