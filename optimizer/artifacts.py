@@ -296,29 +296,32 @@ def _program_artifact(run: FinishedRun, ev: Any, cand: Candidate, fmt: str) -> d
     if fmt != "yaml":
         raise ConfigError(f"this run's winner is a program of {len(cand.steps)} steps, which one {fmt} prompt cannot "
                           "express", field="--format", fix="export it as yaml (one template per step)")
-    if ev.adapter_kind != "completion":
-        raise ConfigError(f"the yaml export of a program needs a run optimized with the completion adapter; this run "
-                          f"used {ev.adapter_kind!r}", field="--format",
-                          fix="optimize it with a completion-style LM profile")
+    chat = ev.adapter_kind == "chat"
+    if chat and any(cand.steps[i].knn for i in ev.order):
+        raise ConfigError("this chat run's winner retrieves each input's demos (kNN) in a step, which the yaml "
+                          "export writes only as a completion template", field="--format",
+                          fix="optimize it without the knn selector (`selectors:` without knn) to export it")
     steps = []
     for i in ev.order:
         sub, sc = ev.steps[i], cand.steps[i]
         ins, outs = _signature_fields(sub.signature(sc))
         req = ev.step_request(cand, i, {})
+        ph = {n: "{{" + n + "}}" for n in sub.task.input_names}
         step: dict[str, Any] = {"name": ev.names[i], "inputs": ins, "outputs": outs, "instruction": sc.instruction}
         if sc.knn:  # per-input demos: the pool and the rule that retrieves them (no fixed template)
             step.update(demos=[], retrieval={"method": "tfidf-knn", "k": sc.knn, "fields": sub.task.input_names,
                                              "reference": "optimizer/plain_client.py: KnnIndex"},
                         demo_pool=demo_dicts(sub.task, sc.demos))
+        elif chat:  # a chat adapter's messages, sent to the endpoint's own chat template
+            step.update(api="chat", demos=demo_dicts(sub.task, sc.demos), messages=chat_messages(sub, sc, ph))
         else:
-            step.update(demos=demo_dicts(sub.task, sc.demos),
-                        template=sub.prompt_text(sc, {n: "{{" + n + "}}" for n in sub.task.input_names}))
+            step.update(demos=demo_dicts(sub.task, sc.demos), template=sub.prompt_text(sc, ph))
         steps.append({**step, "parameters": _parameters(req, run.profile),
                       "output_parsing": _generated_parsing(sub, sub.task, outs, None)})
     block = _model_block(run, ev)
     block.pop("parameters")
     final = {**steps[-1]["output_parsing"], "metric": run.summary.get("metric")}
-    return {"format": "yaml", "name": f"{run.task.task}-winner", "api": "completions", **block,
+    return {"format": "yaml", "name": f"{run.task.task}-winner", "api": "chat" if chat else "completions", **block,
             "inputs": run.task.input_names, "output_parsing": final, "steps": steps, "render": RENDER_RULES,
             "source": _source(run)}
 

@@ -259,7 +259,8 @@ def _compare_prompts(run: FinishedRun, ev: Evaluator, cand: Candidate, examples:
     check = _PromptCheck()
     count = _token_counter(run)
     if run.task.steps:
-        return _compare_program_prompts(ev, cand, examples, rows, count)
+        # a chat program's messages go through the endpoint's chat template: no prompt of ours to count
+        return _compare_program_prompts(ev, cand, examples, rows, count if ev.adapter_kind == "completion" else None)
     for e, r in zip(examples, rows):
         req = ev.request(cand, e.inputs)
         if req.prompt is not None:
@@ -299,7 +300,16 @@ def _compare_program_prompts(ev: Any, cand: Candidate, examples: list[Example], 
         ok, tokens_ok = len(got) == len(ev.order), count is not None
         for i in ev.order:
             step = got.get(ev.names[i])
-            want = ev.step_request(cand, i, values).prompt
+            req = ev.step_request(cand, i, values)
+            want = req.prompt
+            if want is None:  # a chat step: its messages (the endpoint applies its own chat template)
+                want_msgs = [{"role": role, "content": c} for role, c in req.messages or ()]
+                if step is None or step.get("messages") != want_msgs:
+                    ok = False
+                    if check.first_diff is None:
+                        check.first_diff = f"example {e.id}, step {ev.names[i]}: " + (
+                            "not run" if step is None else "messages differ")
+                continue
             bad = [] if step is None else [g for g in (step.get("prompt"), step.get("parts_prompt")) if g != want]
             if step is None or bad:
                 ok = False

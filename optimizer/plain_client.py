@@ -336,21 +336,26 @@ def step_values(step: dict, values: dict) -> dict:
 
 
 def run_program(art: dict, inputs: dict, call) -> dict:
-    """A program of steps (``steps`` in a yaml export): each step in the listed order, its template filled
-    with the task inputs and the outputs of the steps before it, sent by ``call(prompt, parameters)`` (which
-    returns the text and the usage), and its answer parsed by its own rule. Returns the last step's text,
-    every field the steps wrote (``parsed``) and each step's prompt and text."""
+    """A program of steps (``steps`` in a yaml export): each step in the listed order, its template (a chat
+    step: its messages) filled with the task inputs and the outputs of the steps before it, sent by
+    ``call(prompt, parameters)`` (``prompt`` is the list of messages for a chat step; ``call`` returns the
+    text and the usage), and its answer parsed by its own rule. Returns the last step's text, every field the
+    steps wrote (``parsed``) and each step's prompt (or messages) and text."""
     values, written, steps, text = dict(inputs), {}, [], ""
     for st in art["steps"]:
         given = step_values(st, values)
         fields = [{**f, "role": "input"} for f in st["inputs"]] + [{**f, "role": "output"} for f in st["outputs"]]
-        if st.get("retrieval"):  # per-input demos: the k nearest of the step's pool
-            prompt = prepare({**st, "format": "yaml"}, given)["prompt"]
-            parts = prompt
+        if st.get("messages"):  # a chat step
+            prompt = [{"role": m["role"], "content": fill(m["content"], given)} for m in st["messages"]]
+            rec = {"name": st["name"], "messages": prompt}
         else:
-            prompt = fill(st["template"], given)
-            parts = render_parts(st.get("instruction") or "", fields, st.get("demos") or [], given)
-        rec = {"name": st["name"], "prompt": prompt, "parts_prompt": parts}
+            if st.get("retrieval"):  # per-input demos: the k nearest of the step's pool
+                prompt = prepare({**st, "format": "yaml"}, given)["prompt"]
+                parts = prompt
+            else:
+                prompt = fill(st["template"], given)
+                parts = render_parts(st.get("instruction") or "", fields, st.get("demos") or [], given)
+            rec = {"name": st["name"], "prompt": prompt, "parts_prompt": parts}
         if call is not None:
             text, usage = call(prompt, st["parameters"])
             got = parse(text, st["output_parsing"])
@@ -390,7 +395,10 @@ def main(argv=None) -> int:
 
             key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
             client = openai.OpenAI(base_url=args.base_url, api_key=key or "no-key", max_retries=2, timeout=120)
-        def call(prompt, parameters):  # one step of a program
+        def call(prompt, parameters):  # one step of a program (a chat step: a list of messages)
+            if isinstance(prompt, list):
+                r = client.chat.completions.create(model=model, messages=prompt, extra_body=extra, **parameters)
+                return r.choices[0].message.content or "", r.usage
             r = client.completions.create(model=model, prompt=prompt, extra_body=extra, **parameters)
             return r.choices[0].text or "", r.usage
 

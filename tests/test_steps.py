@@ -313,6 +313,33 @@ def test_a_program_runs_through_the_chat_adapter(tmp_path):
     assert all(o.score == 0.0 for o in seed)
 
 
+def test_a_chat_program_exports_each_steps_messages_and_the_plain_client_sends_them(tmp_path):
+    data = program_data(tmp_path)
+    data["adapter"] = "chat"
+    task = task_from_dict(data, base_dir=tmp_path)
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=ChatProgramBackend()))
+    assert res.summary["adapter"] == "chat" and res.summary["best"]["test"] == 1.0
+    run = FinishedRun.open(tmp_path / "run")
+    art = yaml.safe_load(serialize(build_artifact(run, "yaml"), "yaml"))
+    assert art["api"] == "chat" and [st["name"] for st in art["steps"]] == ["solve", "extract"]
+    assert all(st["api"] == "chat" and st["messages"] and "template" not in st for st in art["steps"])
+    assert art["output_parsing"]["rule"] == "chat-fields"
+    client = ChatProgramBackend()
+
+    def call(messages, parameters):  # a chat step: the client sends its messages
+        assert isinstance(messages, list)
+        request = LMRequest(messages=tuple((m["role"], m["content"]) for m in messages),
+                            max_tokens=parameters["max_tokens"])
+        return client.complete(request).text, None
+    ev = ProgramEvaluator(task, ChatProgramBackend(), build_metric(task), adapter="chat")
+    for ex in make_splits(task).test[:3]:
+        got = run_program(art, ex.inputs, call)
+        assert got["parsed"] == ev.run_one(res.best, ex).prediction and got["parsed"]["answer"] == ex.output
+        for i, st in zip(ev.order, got["steps"]):
+            want = ev.step_request(res.best, i, {**ex.inputs, **got["parsed"]})
+            assert st["messages"] == [{"role": r, "content": c} for r, c in want.messages]
+
+
 def test_a_step_may_write_several_fields(tmp_path):
     data = program_data(tmp_path)
     solve = data["steps"][0]

@@ -56,3 +56,34 @@ def test_the_two_step_program_runs_reports_and_exports_with_parity(tmp_path):
     parity = art["parity"]
     assert parity["passed"] is True and parity["prompts_equal"] == 4, parity
     assert parity["endpoint_prompt_tokens_equal"] == 4, parity  # every step's prompt, token for token
+
+
+def test_one_call_writing_two_fields_on_the_instruct_model_exports_with_parity(tmp_path):
+    """``output:`` as a list on local-instruct (the chat adapter): one call writes the worked solution and
+    the number; the yaml export holds the call's messages, and the plain client's parity check sends them
+    to llama.cpp's server with the model's own chat template."""
+    data = yaml.safe_load((ROOT / "tasks/gsm8k_program/task.yaml").read_text())
+    data["dataset"]["files"] = {k: str((ROOT / "tasks/gsm8k_program" / v).resolve())
+                                for k, v in data["dataset"]["files"].items()}
+    solve = data.pop("steps")[0]["output"]
+    data.update(output=[solve, data["output"]], instruction="Solve the problem step by step, then give the number.",
+                lm="local-instruct", max_tokens=128)
+    data["splits"]["train"]["limit"], data["splits"]["validation"]["limit"] = 8, 3
+    data["splits"]["test"]["limit"] = 4
+    data["optimizer"].update(trials=2, max_demos=1, demo_sets=2, instructions=1, bootstrap_examples=2, crossfit=0)
+    task_file = tmp_path / "task.yaml"
+    task_file.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    r = run_cli(str(task_file), "--out", str(run), "--cache-dir", str(tmp_path / "c"), "--quiet", timeout=1500)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((run / "summary.json").read_text())
+    assert s["adapter"] == "chat" and [st["name"] for st in s["best"]["steps"]] == ["call"]
+    preds = [json.loads(line) for line in (run / "test_predictions.jsonl").read_text().splitlines()]
+    assert all(set(p["best"]["prediction"]) == {"solution", "answer"} for p in preds)
+    assert sum(1 for p in preds if p["best"]["prediction"]["answer"]) >= 3, preds  # the chat framing is read
+    r = run_cli("export", str(run), "--format", "yaml", "--out", str(tmp_path / "p.yaml"), "--sample", "4",
+                timeout=900)
+    assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
+    art = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    assert art["api"] == "chat" and [f["name"] for f in art["steps"][0]["outputs"]] == ["solution", "answer"]
+    assert art["parity"]["passed"] is True and art["parity"]["prompts_equal"] == 4, art["parity"]
