@@ -161,3 +161,14 @@ def test_candidate_specs_and_errors(fake_run, tmp_path):
         load_candidates([str(tmp_path / "missing.yaml")], task, ev)
     r = run_cli("bench", str(ROOT / "tasks/sst2/task.yaml"), "--candidates", str(tmp_path / "missing.yaml"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "missing.yaml" in r.stderr
+
+
+def test_the_caption_says_a_programs_figures_are_per_answer():
+    from optimizer.bench._table import caption
+
+    doc = {"task": "t", "split": "test", "examples": 2, "repeats": 1, "metric": "numeric", "p_value_test":
+           "paired_bootstrap", "lm": {"name": "local", "model": "m"}, "reference": "seed", "prices": None,
+           "candidates": [{"name": "seed", "steps": [{"name": "solve"}, {"name": "extract"}]}]}
+    assert "per answer, summed over its steps" in caption(doc)
+    doc["candidates"] = [{"name": "seed"}]
+    assert "per answer" not in caption(doc)

@@ -46,9 +46,11 @@ def caption(doc: dict[str, Any]) -> str:
     judge = doc.get("judge")
     judged = "" if not judge else (f"; judge {judge.get('lm')}: {judge['calls']} calls ({judge['cache_hits']} cached), "
                                    "not in the task's tokens, latency or cost")
+    program = ("; a program's tokens, latency and cost per call are per answer, summed over its steps"
+               if any(c.get("steps") for c in doc["candidates"]) else "")
     return (f"{doc['task']}: {doc['split']} split, {doc['examples']} examples × {doc['repeats']} repeat(s), metric "
             f"{doc['metric']}, LM {lm.get('name')} ({lm.get('model')}); 95% percentile-bootstrap intervals; p: {test} "
-            f"against {doc['reference']}{cost}{judged}")
+            f"against {doc['reference']}{cost}{judged}{program}")
 
 
 def to_markdown(doc: dict[str, Any]) -> str:
