@@ -4,8 +4,10 @@
         [--lm local-instruct] [--trials N] [--validation N] [--test N] [--out experiments/results/example_tasks]
 
 Each task runs as its own `optimize` process (the real CLI, default settings of its task.yaml),
-timed, with its peak resident memory read by /usr/bin/time. The table and the raw summaries go
-to --out; run directories go under --out/runs (not committed).
+timed, with its peak resident memory read by /usr/bin/time. Each task's row goes to --out/rows.json as
+it finishes (replacing that task's earlier row), and the table (--out/table.md) is made from all rows;
+`--from-runs` makes rows from run directories already there. Run directories go under --out/runs (not
+committed).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ["sst2", "trec", "ag_news", "bbh_navigate", "bbh_sports", "gsm8k"]
+TASKS = ["sst2", "trec", "ag_news", "bbh_navigate", "bbh_sports", "gsm8k"]  # also the table's order
 
 
 def main() -> int:
@@ -35,15 +37,21 @@ def main() -> int:
                     "the shipped one, written to --out/tasks)")
     ap.add_argument("--test", type=int, help="cap every task's test split (the same way)")
     ap.add_argument("--fresh-cache", action="store_true", help="start from an empty LM cache (honest timings)")
+    ap.add_argument("--from-runs", action="store_true", help="run nothing: make the rows of --tasks from their run "
+                    "directories under --out/runs (wall time from the run's summary, no peak memory)")
     args = ap.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "cache"
     if args.fresh_cache and cache.exists():
         shutil.rmtree(cache)
-    rows = []
     for name in args.tasks:
         run_dir = out / "runs" / f"{name}-seed{args.seed}"
+        if args.from_runs:
+            s = json.loads((run_dir / "summary.json").read_text())
+            wall = s.get("wall_seconds")
+            save_row(out, _row(name, s, args, None if wall is None else round(wall, 1), None))
+            continue
         if run_dir.exists():
             shutil.rmtree(run_dir)
         task_file = ROOT / "tasks" / name / "task.yaml"
@@ -63,28 +71,55 @@ def main() -> int:
             continue
         peak_kb = int(proc.stderr.strip().splitlines()[-1])
         s = json.loads((run_dir / "summary.json").read_text())
-        rows.append({"task": name, "seed": args.seed, "baseline_test": s["baseline"]["test"],
-                     "baseline_ci": s["baseline"]["test_ci"], "best_test": s["best"]["test"],
-                     "best_ci": s["best"]["test_ci"], "best_val": s["best"]["val"], "n_demos": s["best"]["n_demos"],
-                     "instruction_origin": s["best"]["instruction_origin"], "significant": s["significant"],
-                     "lm_calls": s["lm_calls"], "paid_calls": s["paid_calls"], "test_n": s["splits"]["test"], "lm": args.lm or "task",
-                     "parse_failure_rate": s["best"].get("parse_failure_rate"),
-                     "trials": s["trials"], "wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_kb / 1024)})
+        save_row(out, _row(name, s, args, round(wall, 1), round(peak_kb / 1024)))
         print(f"{name}: seed {s['baseline']['test']:.3f} -> winner {s['best']['test']:.3f} "
               f"({s['lm_calls']} calls, {wall:.0f} s)", flush=True)
-    lines = ["| task | test n | seed prompt (test, 95% CI) | winner (test, 95% CI) | winner val | demos | instruction |"
-             " CIs disjoint | winner's parse failures | LM calls | wall s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['task']} | {r['test_n']} | {r['baseline_test']:.3f} [{r['baseline_ci'][0]:.3f}, "
-                     f"{r['baseline_ci'][1]:.3f}] | {r['best_test']:.3f} [{r['best_ci'][0]:.3f}, {r['best_ci'][1]:.3f}] | "
-                     f"{r['best_val']:.3f} | {r['n_demos']} | {r['instruction_origin']} | "
-                     f"{'yes' if r['significant'] else 'no'} | {_rate(r.get('parse_failure_rate'))} | {r['lm_calls']} | {r['wall_seconds']} | {r['peak_rss_mb']} |")
-    table = "\n".join(lines)
+    rows = json.loads((out / "rows.json").read_text()) if (out / "rows.json").exists() else []
+    table = make_table(rows)
     (out / "table.md").write_text(table + "\n")
-    (out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(table)
     return 0
+
+
+def _row(name: str, s: dict, args: argparse.Namespace, wall: float | None, peak_mb: int | None) -> dict:
+    """A task's row from its run's summary.json."""
+    random_kshot = (s.get("baselines") or {}).get("random_kshot") or {}
+    return {"task": name, "seed": args.seed, "baseline_test": s["baseline"]["test"],
+            "baseline_ci": s["baseline"]["test_ci"], "best_test": s["best"]["test"],
+            "best_ci": s["best"]["test_ci"], "best_val": s["best"]["val"], "n_demos": s["best"]["n_demos"],
+            "instruction_origin": s["best"]["instruction_origin"], "significant": s["significant"],
+            "lm_calls": s["lm_calls"], "paid_calls": s["paid_calls"], "test_n": s["splits"]["test"],
+            "lm": args.lm or "task", "parse_failure_rate": s["best"].get("parse_failure_rate"),
+            "random_kshot_test": random_kshot.get("test"),
+            "verdict": {k: (s.get("verdict") or {}).get(k) for k in ("status", "against", "p")},
+            "trials": s["trials"], "wall_seconds": wall, "peak_rss_mb": peak_mb}
+
+
+def save_row(out: Path, row: dict) -> None:
+    """Write ``row`` into OUT/rows.json, replacing the task's earlier row (rows of other tasks stay)."""
+    path = out / "rows.json"
+    rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["task"] != row["task"]]
+    order = {t: i for i, t in enumerate(TASKS)}
+    rows = sorted(rows + [row], key=lambda r: order.get(r["task"], len(order)))
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def make_table(rows: list[dict]) -> str:
+    lines = ["| task | test n | seed prompt (test, 95% CI) | random k-shot | winner (test, 95% CI) | winner val | demos |"
+             " instruction | verdict | winner's parse failures | LM calls | wall s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v = r.get("verdict") or {}
+        verdict = f"{v['status']} (vs {v['against']}, p = {v['p']:.3g})" if v.get("status") else (
+            "CIs disjoint" if r["significant"] else "CIs overlap")
+        rk = r.get("random_kshot_test")
+        lines.append(f"| {r['task']} | {r['test_n']} | {r['baseline_test']:.3f} [{r['baseline_ci'][0]:.3f}, "
+                     f"{r['baseline_ci'][1]:.3f}] | {'—' if rk is None else f'{rk:.3f}'} | {r['best_test']:.3f} "
+                     f"[{r['best_ci'][0]:.3f}, {r['best_ci'][1]:.3f}] | {r['best_val']:.3f} | {r['n_demos']} | "
+                     f"{r['instruction_origin']} | {verdict} | {_rate(r.get('parse_failure_rate'))} | {r['lm_calls']} | "
+                     f"{'—' if r['wall_seconds'] is None else r['wall_seconds']} | "
+                     f"{'—' if r['peak_rss_mb'] is None else r['peak_rss_mb']} |")
+    return "\n".join(lines)
 
 
 def capped_task(shipped: Path, path: Path, validation: int | None, test: int | None) -> Path:
