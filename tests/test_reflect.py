@@ -173,3 +173,16 @@ def test_a_merge_that_beats_both_members_goes_to_the_slot_after_the_next():
                    ({"instruction": 1, "demo_set": 0, "n_demos": 2}, 0.5, {0: 0.0, 1: 1.0})])
     c, d = pareto_front(_ctx(same))
     assert not _merge(_ctx(same), 2, c, d, mini=[])["tried"]
+
+
+def test_the_merge_pair_is_the_highest_ranked_pair_differing_in_instruction_and_demos():
+    from optimizer.run.reflect import merge_pair, pareto_front
+
+    study = _study([({"instruction": 0, "demo_set": 0, "n_demos": 2}, 0.7, {0: 1.0, 1: 1.0, 2: 0.0, 3: 0.0}),
+                    ({"instruction": 0, "demo_set": 1, "n_demos": 2}, 0.6, {0: 0.0, 1: 0.0, 2: 1.0, 3: 0.0}),
+                    ({"instruction": 1, "demo_set": 1, "n_demos": 2}, 0.5, {0: 0.0, 1: 0.0, 2: 0.0, 3: 1.0})])
+    front = pareto_front(_ctx(study))
+    assert [m.trial.number for m in front] == [0, 1, 2]
+    a, b = merge_pair(front)  # 0 and 1 share the instruction; 0 and 2 differ in both
+    assert (a.trial.number, b.trial.number) == (0, 2)
+    assert merge_pair(front[:2]) is None

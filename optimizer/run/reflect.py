@@ -15,8 +15,8 @@ The trial slots are cut into ``reflect + 1`` shares. After each share but the la
    readout, **beat the parent on that same minibatch** (GEPA's acceptance rule);
 4. an accepted instruction joins the instruction pool, published with the space (every later trial may
    sample it; a resumed process reads it), and the next slot runs it with the parent's other parameters;
-5. **merge**: when the front holds two candidates (the two best on the most examples) that differ in both
-   instruction and demos, each one's instruction with the other's demos and readout answers the minibatch;
+5. **merge**: when the front holds two candidates that differ in both instruction and demos (the
+   highest-ranked such pair), each one's instruction with the other's demos and readout answers the minibatch;
    the better of the two, if it beats both parents there, is run by the slot after the next one (when that
    slot is still waiting in this share). It adds no instruction: it points the search at a combination.
 
@@ -128,8 +128,11 @@ def reflect_round(ctx: RunContext, slot: int) -> dict[str, Any]:
                            "minibatch": [e.id for e in mini]}
     try:
         rec.update(_round(ctx, slot, parent_trial, parent, mini))
-        if len(front) >= 2:
-            rec["merge"] = _merge(ctx, slot, front[0], front[1], mini)
+        pair = merge_pair(front)
+        if pair is not None:
+            rec["merge"] = _merge(ctx, slot, *pair, mini)
+        elif len(front) >= 2:
+            rec["merge"] = {"tried": False, "reason": "no two front members differ in both instruction and demos"}
     except LMCallFailed as exc:  # a lost call: the round keeps nothing and the search goes on
         rec.update(accepted=False, reason=f"an LM call failed: {exc}")
     used = ctx.backend.usage - u0
@@ -183,12 +186,26 @@ def _fix_slot(ctx: RunContext, slot: int, params: dict[str, Any]) -> bool:
     return bool(waiting)
 
 
+def _differ(a: FrontMember, b: FrontMember) -> bool:
+    """Whether two members differ in both instruction and demos (demo set, count, order, readout)."""
+    pa, pb = a.trial.params, b.trial.params
+    demo_keys = [k for k in ("demo_set", "n_demos", "order", "scoring") if k in pa or k in pb]
+    return pa.get("instruction") != pb.get("instruction") and any(pa.get(k) != pb.get(k) for k in demo_keys)
+
+
+def merge_pair(front: list[FrontMember]) -> tuple[FrontMember, FrontMember] | None:
+    """The highest-ranked two front members that differ in both instruction and demos (None: no such pair)."""
+    for j in range(1, len(front)):
+        for i in range(j):
+            if _differ(front[i], front[j]):
+                return front[i], front[j]
+    return None
+
+
 def _merge(ctx: RunContext, slot: int, a: FrontMember, b: FrontMember, mini: list) -> dict[str, Any]:
     """GEPA's merge for one call: each front member's instruction with the other's demos and readout on the
     minibatch; the better one, if it beats both members there, goes to the slot after the next."""
-    pa, pb = a.trial.params, b.trial.params
-    demo_keys = [k for k in ("demo_set", "n_demos", "order", "scoring") if k in pa or k in pb]
-    if pa.get("instruction") == pb.get("instruction") or all(pa.get(k) == pb.get(k) for k in demo_keys):
+    if not _differ(a, b):
         return {"tried": False, "reason": "the two front members share their instruction or their demos"}
     ev = ctx.evaluator
     rec: dict[str, Any] = {"tried": True, "members": [a.trial.number, b.trial.number]}
