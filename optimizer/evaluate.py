@@ -183,7 +183,8 @@ class Evaluator:
             raise ConfigError(f"scoring {scoring!r} needs a classification task (output.labels or metric.labels)",
                               file=str(self.task.path), field=where, fix="use scoring: [generate] for this task")
         if not self._reads_labels():
-            raise ConfigError(f"scoring {scoring!r} reads next-token log-probabilities; the {self.backend.name} "
+            raise ConfigError(f"scoring {scoring!r} reads next-token log-probabilities; the "
+                              f"{getattr(self.backend, 'name', 'given')} "
                               f"backend does not give them for the {self.adapter_kind} adapter with this program",
                               file=str(self.task.path), field=where,
                               fix="use scoring: [generate], or a completion-style LM profile")
@@ -192,8 +193,10 @@ class Evaluator:
         """Label readouts fit: a completion prompt, or a one-output chat program on a backend whose chat
         calls give log-probabilities."""
         if self._label_readouts is None:  # fixed for this evaluator: asked once, not on every request
+            # no backend: rendering only (bench, export), of prompts a run already read labels from
+            logprobs = self.backend is None or bool(getattr(self.backend, "chat_logprobs", False))
             self._label_readouts = self.adapter_kind == "completion" or (
-                bool(getattr(self.backend, "chat_logprobs", False)) and len(make_signature(self.task).output_fields) == 1)
+                logprobs and len(make_signature(self.task).output_fields) == 1)
         return self._label_readouts
 
     def _gives_logprobs(self, probe: Example | None) -> bool:

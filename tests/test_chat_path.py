@@ -109,6 +109,10 @@ def test_label_readouts_on_chat_need_a_backend_with_chat_logprobs():
     assert without.scorings(["auto"]) == ["generate"]
     with pytest.raises(ConfigError, match="scoring: \\[generate\\]"):
         without.check_scoring("likelihood")
+    # rendering only (bench, export: no backend): a chat run's label-readout winner renders its request
+    rendering = Evaluator(task, None, build_metric(task), adapter="chat", max_tokens=4)
+    req = rendering.request(Candidate(task.instruction, scoring="likelihood"), ex.inputs)
+    assert req.answer_prefix == chat_header("sentiment") and req.logprobs
 
 
 def _mock_openai(profile: LMProfile, seen: list[dict]) -> OpenAIBackend:
