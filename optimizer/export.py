@@ -74,11 +74,21 @@ __all__ = ["CHAT_TEMPLATE", "CLIENT", "FORMATS", "ParityError", "ParityReport", 
            "export_run", "judge", "llama_server", "read_artifact", "render_chat", "serialize", "verify_export"]
 
 
-def _fail(report: ParityReport, artifact: str) -> ParityError:
+#: why a chat label readout may not reproduce on a chat endpoint, and what to do
+CHAT_READOUT_FIX = ("do not ship this artifact: the winner reads labels from log-probabilities with the reply opened "
+                    "at the answer field's header, which a stock chat endpoint cannot do (it writes its own reply); "
+                    "optimize with `scoring: [generate]` for an export to a chat endpoint")
+
+
+def _fail(report: ParityReport, artifact: str, art: dict | None = None) -> ParityError:
+    parsing = (art or {}).get("output_parsing") or {}
+    chat_readout = report.format == "openai-chat" and parsing.get("rule") == "label-likelihood" and bool(
+        parsing.get("answer_prefix"))
     return ParityError(f"parity check failed for the {report.format} export: " + "; ".join(report.failures),
                        file=artifact, field="parity",
-                       fix="do not ship this artifact; re-export the run unedited (or check the endpoint serves the "
-                           "run's model with the artifact's settings)")
+                       fix=CHAT_READOUT_FIX if chat_readout else (
+                           "do not ship this artifact; re-export the run unedited (or check the endpoint serves the "
+                           "run's model with the artifact's settings)"))
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, endpoint: str | None = None,
@@ -100,7 +110,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, endpoint: str 
         report = check_parity(run, draft, fmt, endpoint=endpoint, model=model, lm=lm, sample=sample, seed=seed,
                               min_agreement=min_agreement, server=llama_server)
     if not report.passed:
-        raise _fail(report, str(out))
+        raise _fail(report, str(out), art)
     record = report.to_dict()
     record["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if fmt == "dspy":
@@ -119,9 +129,9 @@ def verify_export(run_dir: str | Path, artifact: str | Path, *, endpoint: str | 
                   min_agreement: float = 0.9, raise_on_fail: bool = True) -> ParityReport:
     """Run the parity check on an existing export file (for example after someone edited it)."""
     run = FinishedRun.open(run_dir)
-    _, fmt = read_artifact(artifact)
+    doc, fmt = read_artifact(artifact)
     report = check_parity(run, artifact, fmt, endpoint=endpoint, model=model, lm=lm, sample=sample, seed=seed,
                           min_agreement=min_agreement, server=llama_server)
     if raise_on_fail and not report.passed:
-        raise _fail(report, str(artifact))
+        raise _fail(report, str(artifact), doc)
     return report
