@@ -1,8 +1,9 @@
 """Comparison harness: our optimizer against DSPy's, same LM, adapter, splits and task-LM budget.
 
-For each task and seed it runs, on the task's LM through *our* backend (so every call is
-counted and cached the same way; DSPy's optimizers reach it through a DSPy LM engine,
-``optimizer.lm.dspy_engine``) with the completion adapter:
+For each task and seed it runs, on the task's LM (or the suite's ``lm``) through *our* backend (so every
+call is counted and cached the same way; DSPy's optimizers reach it through a DSPy LM engine,
+``optimizer.lm.dspy_engine``) with the profile's adapter (the completion format, or DSPy's ChatAdapter for
+a chat profile such as local-instruct):
 
     majority     no LM: always the most frequent training label (classification tasks only), the floor
                  a prompt must clear to have learned more than the label prior
@@ -15,8 +16,8 @@ counted and cached the same way; DSPy's optimizers reach it through a DSPy LM en
     mipro_light  dspy.MIPROv2(auto="light"); its prompt model writes up to PROPOSAL_TOKENS per call (rows made
                  before 2026-12-06 had it cut at the task's answer budget: 4 tokens on the classification tasks)
     mipro_medium dspy.MIPROv2(auto="medium")
-    gepa         dspy.GEPA (reflection LM: the task's LM profile on its own backend, 256 tokens, unless
-                 the suite's reflection_lm; its calls are the proposer calls), metric-call budget
+    gepa         dspy.GEPA (reflection LM: the task's LM profile (the suite's lm) on its own backend, 256 tokens,
+                 unless the suite's reflection_lm; its calls are the proposer calls), metric-call budget
                  matched to MIPROv2 light's task-LM calls when known
     ours         optimizer.engine.optimize with the task's settings, its search capped at the budget
                  (``search_calls``: every LM call before the test report, proposer calls included)
@@ -168,7 +169,10 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
     train, val = to_dspy(task, splits.train), to_dspy(task, splits.validation)
     t0 = time.perf_counter()
     notes = {}
-    with dspy.context(lm=lm, adapter=CompletionAdapter()):
+    # DSPy's programs are rendered as ours are: the completion format for a base model, DSPy's own chat
+    # adapter for a chat profile (local-instruct), whose answers our evaluator parses the same way
+    adapter = CompletionAdapter() if profile.resolved_adapter == "completion" else dspy.ChatAdapter()
+    with dspy.context(lm=lm, adapter=adapter):
         if method == "seed":
             cand = evaluator.seed() if task.steps else Candidate(task.instruction)
         elif method == "random" and task.steps:  # every step: 4 random examples of it from the data
@@ -202,7 +206,7 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
         elif method == "gepa":
             # the reflection LM writes whole instructions: its own backend (the task's profile unless
             # --reflection-lm; same cache), so its calls are counted as proposer calls, with room to write
-            rprof = resolve_lm(task, args.reflection_lm)
+            rprof = resolve_lm(task, args.reflection_lm or args.lm)
             rb = create_backend(rprof, cache=cache)
             refl = dspy_lm(rb, max_tokens=256)
             # GEPA's proposer prompts through JSONAdapter by default; a base model never answers in that

@@ -1,12 +1,14 @@
 """Run `optimize` on every example task and print one Markdown table (seed prompt vs winner on test).
 
     .venv/bin/python experiments/example_tasks.py [--tasks sst2 trec ...] [--seed 0] [--fresh-cache]
-        [--lm local-instruct] [--trials N] [--validation N] [--test N] [--out experiments/results/example_tasks]
+        [--lm local-instruct] [--preset NAME] [--trials N] [--validation N] [--test N]
+        [--out experiments/results/example_tasks]
 
 Each task runs as its own `optimize` process (the real CLI, default settings of its task.yaml),
 timed, with its peak resident memory read by /usr/bin/time. Each task's row goes to --out/rows.json as
 it finishes (replacing that task's earlier row), and the table (--out/table.md) is made from all rows;
-`--from-runs` makes rows from run directories already there. Run directories go under --out/runs (not
+`--from-runs` makes rows from run directories already there. `--preset NAME` runs every task with that
+preset (configs/optimizer or experiments/presets, as `optimize --preset`). Run directories go under --out/runs (not
 committed).
 """
 
@@ -23,6 +25,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from rows import preset_path  # noqa: E402
+
 TASKS = ["sst2", "trec", "ag_news", "bbh_navigate", "bbh_sports", "gsm8k"]  # also the table's order
 
 
@@ -33,6 +39,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "experiments/results/example_tasks")
     ap.add_argument("--trials", type=int, help="override every task's optimizer.trials")
     ap.add_argument("--lm", help="override every task's LM profile (for example local-instruct)")
+    ap.add_argument("--preset", help="run every task with this optimizer preset (configs/optimizer/NAME.yaml or "
+                    "experiments/presets/NAME.yaml)")
     ap.add_argument("--validation", type=int, help="cap every task's validation split (a task file that includes "
                     "the shipped one, written to --out/tasks)")
     ap.add_argument("--test", type=int, help="cap every task's test split (the same way)")
@@ -63,6 +71,8 @@ def main() -> int:
             cmd += ["--trials", str(args.trials)]
         if args.lm:
             cmd += ["--lm", args.lm]
+        if args.preset:
+            cmd += ["--preset", str(preset_path(args.preset))]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -89,10 +99,18 @@ def _row(name: str, s: dict, args: argparse.Namespace, wall: float | None, peak_
             "best_ci": s["best"]["test_ci"], "best_val": s["best"]["val"], "n_demos": s["best"]["n_demos"],
             "instruction_origin": s["best"]["instruction_origin"], "significant": s["significant"],
             "lm_calls": s["lm_calls"], "paid_calls": s["paid_calls"], "test_n": s["splits"]["test"],
-            "lm": args.lm or "task", "parse_failure_rate": s["best"].get("parse_failure_rate"),
+            "lm": args.lm or "task", "preset": args.preset, "vs_seed": _vs_seed(s),
+            "parse_failure_rate": s["best"].get("parse_failure_rate"),
             "random_kshot_test": random_kshot.get("test"),
             "verdict": {k: (s.get("verdict") or {}).get(k) for k in ("status", "against", "p")},
             "trials": s["trials"], "wall_seconds": wall, "peak_rss_mb": peak_mb}
+
+
+def _vs_seed(s: dict) -> dict | None:
+    """The winner against the seed prompt on test: the difference and its paired p (uncorrected, and Holm
+    over the run's baselines), from the run's verdict."""
+    t = ((s.get("verdict") or {}).get("tests") or {}).get("seed")
+    return None if t is None else {k: t.get(k) for k in ("diff", "p", "p_holm")}
 
 
 def save_row(out: Path, row: dict) -> None:
@@ -106,8 +124,9 @@ def save_row(out: Path, row: dict) -> None:
 
 def make_table(rows: list[dict]) -> str:
     lines = ["| task | test n | seed prompt (test, 95% CI) | random k-shot | winner (test, 95% CI) | winner val | demos |"
-             " instruction | verdict | winner's parse failures | LM calls | wall s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             " instruction | verdict | vs seed prompt (paired p) | winner's parse failures | LM calls | wall s |"
+             " peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         v = r.get("verdict") or {}
         verdict = f"{v['status']} (vs {v['against']}, p = {v['p']:.3g})" if v.get("status") else (
@@ -116,7 +135,7 @@ def make_table(rows: list[dict]) -> str:
         lines.append(f"| {r['task']} | {r['test_n']} | {r['baseline_test']:.3f} [{r['baseline_ci'][0]:.3f}, "
                      f"{r['baseline_ci'][1]:.3f}] | {'—' if rk is None else f'{rk:.3f}'} | {r['best_test']:.3f} "
                      f"[{r['best_ci'][0]:.3f}, {r['best_ci'][1]:.3f}] | {r['best_val']:.3f} | {r['n_demos']} | "
-                     f"{r['instruction_origin']} | {verdict} | {_rate(r.get('parse_failure_rate'))} | {r['lm_calls']} | "
+                     f"{r['instruction_origin']} | {verdict} | {_vs(r.get('vs_seed'))} | {_rate(r.get('parse_failure_rate'))} | {r['lm_calls']} | "
                      f"{'—' if r['wall_seconds'] is None else r['wall_seconds']} | "
                      f"{'—' if r['peak_rss_mb'] is None else r['peak_rss_mb']} |")
     return "\n".join(lines)
@@ -128,6 +147,10 @@ def capped_task(shipped: Path, path: Path, validation: int | None, test: int | N
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"include": str(shipped), "splits": splits}))
     return path
+
+
+def _vs(t: dict | None) -> str:
+    return "—" if not t else f"{t['diff']:+.3f} (p = {t['p']:.3g})"
 
 
 def _rate(rate: float | None) -> str:

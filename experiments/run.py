@@ -109,14 +109,15 @@ def run_jobs(suite: dict, todo: list[tuple], out: Path, args) -> None:
     path = out / "rows.jsonl"
     commit = rowsfile.git_commit()
     cache = ResponseCache(out / "lm-cache.sqlite")
-    margs = SimpleNamespace(out=str(out), ours_trials=suite["ours_trials"], reflection_lm=suite["reflection_lm"])
+    margs = SimpleNamespace(out=str(out), ours_trials=suite["ours_trials"], reflection_lm=suite["reflection_lm"],
+                            lm=suite.get("lm"))
     for name in dict.fromkeys(t for t, _, _ in todo):
         task = load_task(ROOT / "tasks" / name / "task.yaml")
         size = sizes_of(suite, name)
         task.splits.train.limit, task.splits.validation.limit, task.splits.test.limit = (
             size["train"], size["val"], size["test"])
         splits = make_splits(task)
-        profile = resolve_lm(task, None)
+        profile = resolve_lm(task, suite.get("lm"))  # the suite's LM profile, else the task's
         for seed in dict.fromkeys(s for t, s, _ in todo if t == name):
             for method in [m for t, s, m in todo if (t, s) == (name, seed)]:
                 if method == "majority" and not task.label_set:
