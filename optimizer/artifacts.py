@@ -8,9 +8,10 @@ them with ``plain_client.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -19,6 +20,7 @@ from .adapters import chat_header, field_format, field_prefix
 from .errors import ConfigError
 from .evaluate import Evaluator
 from .lm import backend_class
+from .lm.base import LMRequest
 from .lm.profiles import LMProfile
 from .program import Candidate, demo_dicts
 from .rendering import renderer
@@ -121,7 +123,20 @@ def _signature_fields(sig: Any) -> tuple[list[dict[str, str]], list[dict[str, st
     return ins, outs
 
 
-def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
+def opened_readout(run: FinishedRun, ev: Evaluator, cand: Candidate) -> Callable[[LMRequest], str] | None:
+    """For a one-call winner whose chat label readout the backend runs itself (``chat_renderer``: the
+    model's chat template applied in-process, the reply opened at the answer field's header): the text the
+    model read for a request. None for every other winner (generated answers, completion prompts, chat
+    endpoints, programs of steps)."""
+    if ev.adapter_kind != "chat" or cand.scoring == "generate" or run.task.steps:
+        return None
+    render = backend_class(run.profile).chat_renderer(run.profile)
+    if render is None:
+        return None
+    return lambda req: render([{"role": r, "content": c} for r, c in req.messages or ()]) + (req.answer_prefix or "")
+
+
+def _parsing(ev: Evaluator, run: FinishedRun, opened: bool = False) -> dict[str, Any]:
     _, outs = _fields(ev, run)
     best = run.summary.get("best") or {}
     if (best.get("scoring") or "generate") != "generate":
@@ -132,7 +147,7 @@ def _parsing(ev: Evaluator, run: FinishedRun) -> dict[str, Any]:
                 "fields": outs, "answer_field": run.task.output.name, "labels": run.task.label_set,
                 "top_logprobs": min(TOP_K, run.profile.top_logprobs), "calibration": offsets,
                 "metric": run.summary.get("metric")}
-        if ev.adapter_kind == "chat":  # read after the answer field's header in the reply (plain_client.answer_top)
+        if ev.adapter_kind == "chat" and not opened:  # read after the header in the reply (plain_client.answer_top)
             spec["answer_prefix"] = chat_header(run.task.output.name)
             spec["description"] = ("ask for the reply with logprobs and top_logprobs; at the answer's first token "
                                    "after answer_prefix each label scores the best top-k token that starts it, "
@@ -165,14 +180,17 @@ def _generated_parsing(ev: Evaluator, task: Any, outs: list[dict[str, str]], met
     return spec
 
 
-def _model_block(run: FinishedRun, ev: Evaluator) -> dict[str, Any]:
-    # the request the optimizer sent: its answer budget (past a chat adapter's framing), stops, readout
+def _model_block(run: FinishedRun, ev: Evaluator, completion: bool = False) -> dict[str, Any]:
+    """The model and the request's parameters: its answer budget (past a chat adapter's framing), stops,
+    readout; ``completion``: a chat readout sent as its rendered prompt (one token, with logprobs)."""
     scoring = (run.summary.get("best") or {}).get("scoring") or "generate"
     if run.task.steps:  # every step says its own parameters
         req = ev.step_request(ev.seed(), ev.order[-1], {})  # type: ignore[attr-defined]
     else:
         req = ev.request(Candidate(run.task.instruction, scoring="generate" if scoring == "generate" else "likelihood"),
                          {f.name: "" for f in run.task.inputs})
+    if completion:
+        req = dataclasses.replace(req, prompt="", messages=None, max_tokens=1, answer_prefix=None)
     block: dict[str, Any] = {"model": run.profile.model, "parameters": _parameters(req, run.profile)}
     extra = _extra_body(run.profile)
     if extra:
@@ -244,6 +262,19 @@ def build_artifact(run: FinishedRun, fmt: str) -> dict[str, Any]:
         raise ConfigError(f"this run's winner gives each input its {cand.knn} most similar demos (kNN), which a "
                           f"fixed {fmt} template cannot express", field="--format",
                           fix="export it as yaml (it carries the demo pool and the retrieval rule)")
+    opened = opened_readout(run, ev, cand)
+    if opened is not None and fmt != "completion":
+        raise ConfigError(f"this run's winner reads labels with the model's reply opened at the answer field's header "
+                          f"(the {run.profile.backend} backend applies the model's chat template itself), which a "
+                          f"chat endpoint cannot do (it writes its own reply)", field="--format",
+                          fix="export it as completion: the chat prompt as the model read it, for /v1/completions "
+                              "with logprobs")
+    if opened is not None:
+        return {"format": "completion", "api": "completions", "inputs": run.task.input_names,
+                **_model_block(run, ev, completion=True), "output_parsing": _parsing(ev, run, opened=True),
+                "template": opened(ev.request(cand, ph)), "chat_template": "applied: the model's own (its GGUF's), "
+                "the assistant's reply opened at the answer field's header", "render": RENDER_RULES,
+                "source": _source(run)}
     if fmt == "openai-chat" and cand.scoring != "generate" and ev.adapter_kind == "completion":
         raise ConfigError(f"this run's winner reads the answer from label log-probabilities of a completion "
                           f"prompt (scoring {cand.scoring!r}), which a chat endpoint does not expose",
@@ -371,6 +402,10 @@ def artifact_template(doc: dict[str, Any], where: str) -> str:
     """The completion prompt template an export renders (for reading exports back as candidates)."""
     if doc.get("steps"):
         raise ConfigError("this export is a program of steps, one template per step", file=where, field="steps",
+                          fix="bench the run directory instead")
+    if str(doc.get("chat_template", "")).startswith("applied"):
+        raise ConfigError("this export is a chat prompt with the model's chat template already applied, not a "
+                          "prompt of the run's chat adapter", file=where, field="template",
                           fix="bench the run directory instead")
     if doc.get("format") in ("completion", "yaml"):
         return str(doc["template"])

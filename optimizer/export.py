@@ -14,6 +14,13 @@ its scores; none carries a key: only the *name* of the key's environment variabl
 ``openai-chat``
     JSON with ``messages`` (``{{field}}`` placeholders) for ``/v1/chat/completions``.
 
+**A chat run whose winner reads labels on the local backend** (``local-instruct``, ``scoring`` other
+than ``generate``) read each label at the first token of a reply that the backend opened itself: the
+messages through the model's own chat template, then the answer field's header. A chat endpoint
+writes its own reply (on TREC 70% of its answers agreed), so such a winner exports only as
+``completion``: that rendered text as the template (``chat_template: applied ...``), sent to
+``/v1/completions`` with logprobs, which is the prompt the model read, token for token.
+
 **Chat messages for a run optimized on a base model.** A completion-adapter run optimized one raw
 prompt; a chat endpoint does not send messages to the model as they are, it applies a chat
 template first (llama.cpp's server applies the model's own, Gemma's ``<start_of_turn>user ...``),
@@ -74,21 +81,11 @@ __all__ = ["CHAT_TEMPLATE", "CLIENT", "FORMATS", "ParityError", "ParityReport", 
            "export_run", "judge", "llama_server", "read_artifact", "render_chat", "serialize", "verify_export"]
 
 
-#: why a chat label readout may not reproduce on a chat endpoint, and what to do
-CHAT_READOUT_FIX = ("do not ship this artifact: the winner reads labels from log-probabilities with the reply opened "
-                    "at the answer field's header, which a stock chat endpoint cannot do (it writes its own reply); "
-                    "optimize with `scoring: [generate]` for an export to a chat endpoint")
-
-
-def _fail(report: ParityReport, artifact: str, art: dict | None = None) -> ParityError:
-    parsing = (art or {}).get("output_parsing") or {}
-    chat_readout = report.format == "openai-chat" and parsing.get("rule") == "label-likelihood" and bool(
-        parsing.get("answer_prefix"))
+def _fail(report: ParityReport, artifact: str) -> ParityError:
     return ParityError(f"parity check failed for the {report.format} export: " + "; ".join(report.failures),
                        file=artifact, field="parity",
-                       fix=CHAT_READOUT_FIX if chat_readout else (
-                           "do not ship this artifact; re-export the run unedited (or check the endpoint serves the "
-                           "run's model with the artifact's settings)"))
+                       fix="do not ship this artifact; re-export the run unedited (or check the endpoint serves the "
+                           "run's model with the artifact's settings)")
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, endpoint: str | None = None,
@@ -110,7 +107,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, endpoint: str 
         report = check_parity(run, draft, fmt, endpoint=endpoint, model=model, lm=lm, sample=sample, seed=seed,
                               min_agreement=min_agreement, server=llama_server)
     if not report.passed:
-        raise _fail(report, str(out), art)
+        raise _fail(report, str(out))
     record = report.to_dict()
     record["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if fmt == "dspy":
@@ -133,5 +130,5 @@ def verify_export(run_dir: str | Path, artifact: str | Path, *, endpoint: str | 
     report = check_parity(run, artifact, fmt, endpoint=endpoint, model=model, lm=lm, sample=sample, seed=seed,
                           min_agreement=min_agreement, server=llama_server)
     if raise_on_fail and not report.passed:
-        raise _fail(report, str(artifact), doc)
+        raise _fail(report, str(artifact))
     return report

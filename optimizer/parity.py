@@ -17,11 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifacts import CHAT_TEMPLATE, read_artifact, run_evaluator
+from .artifacts import CHAT_TEMPLATE, opened_readout, read_artifact, run_evaluator
 from .data import Example
 from .errors import ConfigError, LMError
 from .evaluate import Evaluator
@@ -261,8 +261,11 @@ def _compare_prompts(run: FinishedRun, ev: Evaluator, cand: Candidate, examples:
     if run.task.steps:
         # a chat program's messages go through the endpoint's chat template: no prompt of ours to count
         return _compare_program_prompts(ev, cand, examples, rows, count if ev.adapter_kind == "completion" else None)
+    opened = opened_readout(run, ev, cand)  # a chat readout exported as the prompt the model read
     for e, r in zip(examples, rows):
         req = ev.request(cand, e.inputs)
+        if opened is not None:
+            req = replace(req, prompt=opened(req), messages=None)
         if req.prompt is not None:
             want = req.prompt
             got = [r.get("prompt")] + ([r["parts_prompt"]] if "parts_prompt" in r else [])

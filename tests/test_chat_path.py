@@ -207,21 +207,9 @@ def test_the_instruct_model_answers_and_reads_labels_in_process_and_on_a_stock_c
 def test_optimize_with_local_instruct_then_an_openai_chat_export_passes_parity_on_a_stock_endpoint(tmp_path):
     """The README's path for chat models: optimize with --lm local-instruct, export openai-chat; the parity
     check serves the model with its own chat template, no custom template in the artifact."""
-    import yaml
-
-    from conftest import ROOT
-
-    data = yaml.safe_load((ROOT / "tasks/sst2/task.yaml").read_text())
-    data["splits"].update(train={"from": "train", "limit": 12}, validation={"from": "dev", "limit": 8},
-                          test={"from": "test", "limit": 10})
-    from conftest import MECHANISM_SETTINGS
-
     # generated answers and fixed demo sets: under the engine's defaults (label readouts, kNN) this 2-trial
     # run picked the zero-shot seed prompt (0.2 on 10 test examples), which tests nothing about the chat path
-    data["optimizer"].update(trials=2, max_demos=2, demo_sets=2, instructions=1, **MECHANISM_SETTINGS)
-    data["dataset"]["files"] = {k: str(ROOT / "tasks/sst2" / v) for k, v in data["dataset"]["files"].items()}
-    task_file = tmp_path / "task.yaml"
-    task_file.write_text(yaml.safe_dump(data))
+    task_file = _small_sst2(tmp_path, trials=2, max_demos=2, demo_sets=2, instructions=1)
     run = tmp_path / "run"
     r = run_cli(str(task_file), "--lm", "local-instruct", "--out", str(run), "--cache-dir", str(tmp_path / "c"),
                 "--quiet", timeout=1500)
@@ -234,3 +222,47 @@ def test_optimize_with_local_instruct_then_an_openai_chat_export_passes_parity_o
     assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
     art = json.loads((tmp_path / "chat.json").read_text())
     assert "chat_template" not in art and art["parity"]["passed"] is True, art.get("parity")
+
+
+def _small_sst2(tmp_path, **optimizer):
+    """SST-2 with 12 / 8 / 10 examples and ``MECHANISM_SETTINGS`` updated by ``optimizer``, as a task file."""
+    import yaml
+
+    from conftest import MECHANISM_SETTINGS, ROOT
+
+    data = yaml.safe_load((ROOT / "tasks/sst2/task.yaml").read_text())
+    data["splits"].update(train={"from": "train", "limit": 12}, validation={"from": "dev", "limit": 8},
+                          test={"from": "test", "limit": 10})
+    data["optimizer"].update({**MECHANISM_SETTINGS, **optimizer})
+    data["dataset"]["files"] = {k: str(ROOT / "tasks/sst2" / v) for k, v in data["dataset"]["files"].items()}
+    task_file = tmp_path / "task.yaml"
+    task_file.write_text(yaml.safe_dump(data))
+    return task_file
+
+
+@pytest.mark.integration
+def test_a_local_chat_readout_winner_exports_as_its_rendered_prompt_and_passes_parity(tmp_path):
+    """A local-instruct winner that reads labels at the reply the backend opened itself (the model's chat
+    template, then the answer's header): openai-chat is refused (a chat endpoint writes its own reply), the
+    completion export carries that rendered text and passes parity on llama.cpp's /v1/completions."""
+    task_file = _small_sst2(tmp_path, trials=1, max_demos=2, demo_sets=1, instructions=1, scoring=["likelihood"],
+                            start="demos")
+    run = tmp_path / "run"
+    r = run_cli(str(task_file), "--lm", "local-instruct", "--out", str(run), "--cache-dir", str(tmp_path / "c"),
+                "--quiet", timeout=1500)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((run / "summary.json").read_text())
+    assert s["adapter"] == "chat" and s["best"]["scoring"] == "likelihood", s["best"]
+    r = run_cli("export", str(run), "--format", "openai-chat", "--out", str(tmp_path / "chat.json"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--format" in r.stderr and "export it as completion" in r.stderr
+    r = run_cli("export", str(run), "--format", "completion", "--out", str(tmp_path / "c.json"), "--sample", "6",
+                timeout=900)
+    assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
+    art = json.loads((tmp_path / "c.json").read_text())
+    assert art["template"].startswith("<|im_start|>system") and art["template"].endswith("[[ ## sentiment ## ]]\n")
+    assert art["parameters"]["max_tokens"] == 1 and isinstance(art["parameters"]["logprobs"], int)
+    assert "answer_prefix" not in art["output_parsing"]
+    p = art["parity"]
+    assert p["passed"] is True and p["agreement"] == 1.0, p
+    assert p["prompts_equal"] == p["n"] and p["endpoint_prompt_tokens_equal"] == p["n"], p

@@ -198,17 +198,3 @@ def test_chat_template_is_what_llama_cpp_renders(sst2_run):
                                                  "eos_token": "<eos>"})
     prompt = fmt(messages=art["messages"]).prompt
     assert prompt == "<bos>" + (sst2_run.run / "prompt.txt").read_text().rstrip("\n")
-
-
-def test_a_failed_chat_readout_export_says_why_and_what_to_do():
-    import dataclasses
-
-    from optimizer.export import CHAT_READOUT_FIX, ParityReport, _fail
-
-    report = ParityReport(**{f.name: None for f in dataclasses.fields(ParityReport)})
-    report.format, report.failures = "openai-chat", ["only 70% of answers agree with the optimizer's (minimum 90%)"]
-    readout = {"output_parsing": {"rule": "label-likelihood", "answer_prefix": "[[ ## answer ## ]]"}}
-    err = _fail(report, "out.json", readout)
-    assert err.fix == CHAT_READOUT_FIX and "scoring: [generate]" in err.fix and "70%" in str(err)
-    generated = {"output_parsing": {"rule": "chat-fields"}}
-    assert "re-export the run unedited" in _fail(report, "out.json", generated).fix

@@ -44,6 +44,20 @@ def _silence_llama_logs() -> None:
     llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
 
+def _render_chat(llm, messages: list[dict[str, str]]) -> tuple[str, bool]:
+    """``messages`` through the model's own chat template (its GGUF's), the assistant's turn opened: the
+    text, and whether the template wrote the BOS token itself."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def text_of(token: int) -> str:
+        return llm._model.token_get_text(token) if token != -1 else ""
+
+    formatter = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"],
+                                    eos_token=text_of(llm.token_eos()), bos_token=text_of(llm.token_bos()))
+    rendered = formatter(messages=messages)
+    return rendered.prompt, bool(rendered.added_special)
+
+
 class LocalBackend(LMBackend):
     name = "local"
     free = True
@@ -63,6 +77,21 @@ class LocalBackend(LMBackend):
         except Exception:
             return None
         return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    @classmethod
+    def chat_renderer(cls, profile: LMProfile) -> Callable[[list[dict[str, str]]], str] | None:
+        """The GGUF's own chat template, read from its vocabulary only (no weights); None without one."""
+        try:
+            from llama_cpp import Llama
+
+            _silence_llama_logs()
+            vocab = Llama(model_path=str(profile.model_path or embedded_model_path(profile.model)), vocab_only=True,
+                          verbose=False)
+        except Exception:
+            return None
+        if not vocab.metadata.get("tokenizer.chat_template"):
+            return None
+        return lambda messages: _render_chat(vocab, messages)[0]
 
     def __init__(self, profile: LMProfile, cache: ResponseCache | None = None):
         super().__init__(profile, cache)
@@ -147,20 +176,12 @@ class LocalBackend(LMBackend):
         """A chat label readout: the messages through the model's own chat template, the assistant's reply
         opened with ``answer_prefix`` (the adapter's header), and the top-k of the next token, the answer's
         first. No token is generated; the text is the most likely next token."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
+        if not llm.metadata.get("tokenizer.chat_template"):
             raise LMError(f"{self.model_path.name} has no chat template", file=self.profile.source, field="adapter",
                           fix="use adapter: completion for this model")
-        def text_of(token: int) -> str:
-            return llm._model.token_get_text(token) if token != -1 else ""
-
-        formatter = Jinja2ChatFormatter(template=template, eos_token=text_of(llm.token_eos()),
-                                        bos_token=text_of(llm.token_bos()))
-        rendered = formatter(messages=[{"role": r, "content": c} for r, c in request.messages or ()])
-        text = rendered.prompt + (request.answer_prefix or "")
-        tokens = llm.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        prompt, added_special = _render_chat(llm, [{"role": r, "content": c} for r, c in request.messages or ()])
+        text = prompt + (request.answer_prefix or "")
+        tokens = llm.tokenize(text.encode("utf-8"), add_bos=not added_special, special=True)
         if len(tokens) + 1 > self.profile.n_ctx:
             raise LMError(f"prompt of {len(tokens)} tokens does not fit the context of {self.profile.n_ctx}",
                           file=self.profile.source, field="n_ctx",

@@ -253,6 +253,15 @@ class LMBackend(ABC):
         """Raise ConfigError (naming ``file``) when a profile read from a file lacks what this backend needs."""
 
     @classmethod
+    def chat_renderer(cls, profile: LMProfile) -> Callable[[list[dict[str, str]]], str] | None:
+        """For backends whose chat label readout renders the messages itself (the model's own chat template,
+        the assistant's turn opened) and reads the answer after the header it appends there: a function
+        giving that rendered text, without a call. A stock chat endpoint cannot open the reply for the
+        model, so an export writes such a readout as a completion prompt. None (the default): the backend
+        sends chat messages to an endpoint, whose reply is read as it comes."""
+        return None
+
+    @classmethod
     def token_counter(cls, profile: LMProfile) -> Callable[[str], int] | None:
         """A function counting a completion prompt's tokens as the served model does (BOS included), when the
         tokenizer is at hand without a call; None when it is not."""
