@@ -162,9 +162,10 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
     backend = create_backend(profile, cache=cache)
     evaluator = make_evaluator(task, profile, backend)
     # the default LM (a program's steps each get their own, ``student``): the largest answer budget, so that
-    # MIPROv2's instruction proposals through it are not cut at a short step's few tokens
+    # MIPROv2's instruction proposals through it are not cut at a short step's few tokens; a chat profile's
+    # budget covers the adapter's framing too (``framing_tokens``), as our evaluator's requests do
     lm = dspy_lm(backend, max_tokens=max(ev.max_tokens for ev in evaluator.steps) if task.steps
-                 else evaluator.max_tokens)
+                 else evaluator.request(Candidate(task.instruction), {f.name: "" for f in task.inputs}).max_tokens)
     metric = evaluator.metric
     train, val = to_dspy(task, splits.train), to_dspy(task, splits.validation)
     t0 = time.perf_counter()
