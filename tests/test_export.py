@@ -198,3 +198,16 @@ def test_chat_template_is_what_llama_cpp_renders(sst2_run):
                                                  "eos_token": "<eos>"})
     prompt = fmt(messages=art["messages"]).prompt
     assert prompt == "<bos>" + (sst2_run.run / "prompt.txt").read_text().rstrip("\n")
+
+
+def test_a_chat_prompt_exported_with_its_template_applied_is_not_read_back_as_a_candidate():
+    """A local chat readout's completion export holds the model's chat template already applied, which no
+    candidate of the run's chat adapter renders to: bench says so in one line instead of mismatching."""
+    from optimizer.artifacts import artifact_template
+    from optimizer.errors import ConfigError
+
+    doc = {"format": "completion", "template": "<|im_start|>system\n...", "chat_template": "applied: the model's own"}
+    with pytest.raises(ConfigError, match="chat template already applied") as err:
+        artifact_template(doc, "c.json")
+    assert err.value.fix == "bench the run directory instead"
+    assert artifact_template({"format": "completion", "template": "Review: {{review}}"}, "c.json").startswith("Review")
