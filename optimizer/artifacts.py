@@ -258,6 +258,11 @@ def build_artifact(run: FinishedRun, fmt: str) -> dict[str, Any]:
     ph = _placeholders(run)
     ins, outs = _fields(ev, run)
     common = {**_model_block(run, ev), "output_parsing": _parsing(ev, run)}
+    if cand.knn and ev.adapter_kind == "chat":  # yaml's retrieval rule renders completion templates only
+        raise ConfigError(f"this chat run's winner gives each input its {cand.knn} most similar demos (kNN), which "
+                          f"no export format renders as chat messages yet", field="--format",
+                          fix="optimize with `selectors` without knn for an exportable winner (or bench the run "
+                              "directory)")
     if cand.knn and fmt != "yaml":
         raise ConfigError(f"this run's winner gives each input its {cand.knn} most similar demos (kNN), which a "
                           f"fixed {fmt} template cannot express", field="--format",

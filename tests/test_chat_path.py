@@ -266,3 +266,48 @@ def test_a_local_chat_readout_winner_exports_as_its_rendered_prompt_and_passes_p
     p = art["parity"]
     assert p["passed"] is True and p["agreement"] == 1.0, p
     assert p["prompts_equal"] == p["n"] and p["endpoint_prompt_tokens_equal"] == p["n"], p
+
+
+class _AnswersWithDemos(LMBackend):
+    """A chat model that answers right only when the messages hold demos (an assistant turn), plainly."""
+
+    name = "answers-with-demos"
+
+    def __init__(self, gold: dict[str, str]):
+        super().__init__(LMProfile(name="d", backend="local", model="d"))
+        self.gold = gold
+
+    @property
+    def model_id(self) -> str:
+        return "answers-with-demos"
+
+    def _generate(self, request: LMRequest) -> LMResponse:
+        roles = [r for r, _ in request.messages or ()]
+        sentence = (request.messages or ())[-1][1].split("]]", 1)[-1].split("\n\n")[0].strip()
+        right = self.gold.get(sentence, "positive")
+        wrong = "negative" if right == "positive" else "positive"
+        return LMResponse(text=f"{HEADER}\n{right if 'assistant' in roles else wrong}", prompt_tokens=3,
+                          completion_tokens=1)
+
+
+def test_a_chat_knn_winner_is_refused_by_every_export_format_with_the_same_fix(tmp_path):
+    """kNN demos render as a completion template only (yaml's retrieval rule): a chat run's kNN winner is
+    refused by every format with one fix, not sent from one format to another."""
+    from optimizer.data import make_splits
+    from optimizer.engine import RunOptions, optimize
+    from optimizer.export import build_artifact
+    from optimizer.runread import FinishedRun
+
+    task = sst2_task(train=16, validation=8, test=8, selectors=["knn"], start="knn", trials=1, instructions=1,
+                     max_demos=2)
+    task.adapter = "chat"
+    splits = make_splits(task)
+    gold = {e.inputs["sentence"].strip(): e.output for part in (splits.train, splits.validation, splits.test)
+            for e in part}
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=_AnswersWithDemos(gold), preflight=False))
+    assert res.summary["adapter"] == "chat" and res.summary["best"]["knn"], res.summary["best"]
+    run = FinishedRun.open(tmp_path / "run")
+    for fmt in ("openai-chat", "completion", "yaml", "dspy"):
+        with pytest.raises(ConfigError, match="kNN") as err:
+            build_artifact(run, fmt)
+        assert "without knn" in err.value.fix, (fmt, err.value.fix)
