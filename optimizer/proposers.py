@@ -163,6 +163,17 @@ _CHAT_ASK = ("Write the instruction, addressed to the model, in one to three sen
 _REFLECT_ASK = ("Reply with the improved instruction only: one to three sentences addressed to the model, for every "
                 "input of the task. Do not repeat the examples, their answers or this request.")
 
+#: the fixed sentences of the writers' requests (APE's, the chat writer's, reflection's): a draft that repeats
+#: one of them copied its request (TREC, instruct model: "Here's an improved instruction: Instructions tried
+#: so far, with their accuracy (higher is better): 0.51: Classify ..." was accepted and won)
+_WRITER_LINES = ("You are writing the instruction of a prompt. A language model reads the instruction, then an input, "
+                 "and writes the answer.",
+                 "An instruction for a task was tried on examples. These are examples it got wrong.",
+                 "Instructions tried so far, with their accuracy (higher is better):",
+                 "Write one improved instruction that avoids these mistakes.",
+                 "Examples of inputs with their correct answers:",
+                 "Write one clear sentence that instructs someone how to do this task.")
+
 
 def _flat(text: str) -> str:
     """Lower-case words joined by single spaces (punctuation and spacing do not hide a quotation)."""
@@ -259,7 +270,8 @@ class LMProposer(InstructionProposer):
                                  temperature=0.8, sample=sample)
             text = " ".join(ctx.lm.complete(req).text.split())
             text = re.sub(r"</?instruction>|\*\*|(?<=\s)- ", " ", text, flags=re.I)
-            text = re.sub(r"^\s*(improved )?instruction\s*:\s*", "", text, flags=re.I).strip().strip('"\'`').strip()
+            text = re.sub(r"^\s*(?:here(?:'s| is) (?:an? |the |my )?)?(?:improved |new |revised )?instruction\s*:\s*", "",
+                          text, flags=re.I).strip().strip('"\'`').strip()
             # up to three sentences, a numbered step ("1. ...") counting as one
             parts = re.split(r"(?<=[A-Za-z)\]'\"][.!?])\s+|\s+(?=\d+\.\s)", text)
             return " ".join(" ".join(parts[:3]).split())
@@ -301,7 +313,9 @@ class LMProposer(InstructionProposer):
         named_labels = _labels_named(text, ctx.task.label_set or [])
         if len(ctx.task.label_set or []) >= 3 and len(named_labels) == 1:  # "classify the article as sports"
             return {"passed": False, "reason": f"names one answer of several ({named_labels[0]})"}
-        if ctx.chat and (_echoes(flat, _flat(_CHAT_ASK)) or _echoes(flat, _flat(_REFLECT_ASK))):
+        asks = (_CHAT_ASK, _REFLECT_ASK) if ctx.chat else ()
+        if (any(_echoes(flat, _flat(line)) for line in asks) or any(_echoes(flat, _flat(line), 5) for line in _WRITER_LINES)
+                or re.search(r"(?:^|\s)[01]\.\d\d:\s", text)):  # or a score line of the history
             return {"passed": False, "reason": "repeats the request it was given"}
         return {"passed": True, "words": len(words), "task_words": shared}
 

@@ -88,6 +88,36 @@ def test_a_chat_writer_is_asked_for_the_instruction_alone():
     echo = w.check("Label the movie review sentiment. Do not repeat the examples, their answers or this request.",
                    ctx, [])
     assert echo["reason"] == "repeats the request it was given"
+    # the TREC draft that was accepted and won: it copied the request's history (its header and score lines)
+    trec = ("Here's an improved instruction: Instructions tried so far, with their accuracy (higher is better): "
+            "0.51: Classify the movie review by its sentiment. 0.54: Classify the sentiment of the movie review.")
+    for chat_ctx in (ctx, ProposalContext(task, [], 0, None, chat=False)):
+        assert w.check(trec, chat_ctx, [])["reason"] == "repeats the request it was given"
+    ok = w.check("Classify the sentiment of the movie review as negative or positive.", ctx, [])
+    assert ok["passed"], ok
+
+
+def test_a_chat_drafts_lead_in_is_dropped():
+    from optimizer.lm.base import LMBackend, LMResponse
+    from optimizer.lm.profiles import LMProfile
+    from optimizer.proposers import LMProposer, ProposalContext
+
+    class Says(LMBackend):
+        name = "says"
+
+        def __init__(self):
+            super().__init__(LMProfile(name="s", backend="local", model="s"))
+
+        @property
+        def model_id(self):
+            return "says"
+
+        def _generate(self, request):
+            return LMResponse(text="Here's an improved instruction: Classify the review's sentiment.",
+                              prompt_tokens=1, completion_tokens=1)
+
+    ctx = ProposalContext(sst2_task(), [], 0, Says(), chat=True)
+    assert LMProposer()._draft(ctx, "write", 0) == "Classify the review's sentiment."
 
 
 # ------------------------------------------------------------------ the Pareto front and the merge
