@@ -135,7 +135,8 @@ def make_table(rows: list[dict]) -> str:
         lines.append(f"| {r['task']} | {r['test_n']} | {r['baseline_test']:.3f} [{r['baseline_ci'][0]:.3f}, "
                      f"{r['baseline_ci'][1]:.3f}] | {'—' if rk is None else f'{rk:.3f}'} | {r['best_test']:.3f} "
                      f"[{r['best_ci'][0]:.3f}, {r['best_ci'][1]:.3f}] | {r['best_val']:.3f} | {r['n_demos']} | "
-                     f"{r['instruction_origin']} | {verdict} | {_vs(r.get('vs_seed'))} | {_rate(r.get('parse_failure_rate'))} | {r['lm_calls']} | "
+                     f"{r['instruction_origin']} | {verdict} | {_vs(r.get('vs_seed'))} | "
+                     f"{_rate(r.get('parse_failure_rate'))} | {r['lm_calls']} | "
                      f"{'—' if r['wall_seconds'] is None else r['wall_seconds']} | "
                      f"{'—' if r['peak_rss_mb'] is None else r['peak_rss_mb']} |")
     return "\n".join(lines)

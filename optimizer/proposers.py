@@ -270,8 +270,9 @@ class LMProposer(InstructionProposer):
                                  temperature=0.8, sample=sample)
             text = " ".join(ctx.lm.complete(req).text.split())
             text = re.sub(r"</?instruction>|\*\*|(?<=\s)- ", " ", text, flags=re.I)
-            text = re.sub(r"^\s*(?:here(?:'s| is) (?:an? |the |my )?)?(?:improved |new |revised )?instruction\s*:\s*", "",
-                          text, flags=re.I).strip().strip('"\'`').strip()
+            text = re.sub(r"^\s*(?:(?:sure|certainly|okay|ok)[,.!]?\s+)?(?:here(?:'s| is) (?:an? |the |my )?)?"
+                          r"(?:improved |new |revised )?instruction\s*:\s*", "", text, flags=re.I)
+            text = text.strip().strip('"\'`').strip()
             # up to three sentences, a numbered step ("1. ...") counting as one
             parts = re.split(r"(?<=[A-Za-z)\]'\"][.!?])\s+|\s+(?=\d+\.\s)", text)
             return " ".join(" ".join(parts[:3]).split())
@@ -314,7 +315,8 @@ class LMProposer(InstructionProposer):
         if len(ctx.task.label_set or []) >= 3 and len(named_labels) == 1:  # "classify the article as sports"
             return {"passed": False, "reason": f"names one answer of several ({named_labels[0]})"}
         asks = (_CHAT_ASK, _REFLECT_ASK) if ctx.chat else ()
-        if (any(_echoes(flat, _flat(line)) for line in asks) or any(_echoes(flat, _flat(line), 5) for line in _WRITER_LINES)
+        if (any(_echoes(flat, _flat(line)) for line in asks)
+                or any(_echoes(flat, _flat(line), 5) for line in _WRITER_LINES)
                 or re.search(r"(?:^|\s)[01]\.\d\d:\s", text)):  # or a score line of the history
             return {"passed": False, "reason": "repeats the request it was given"}
         return {"passed": True, "words": len(words), "task_words": shared}

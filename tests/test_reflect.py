@@ -113,11 +113,12 @@ def test_a_chat_drafts_lead_in_is_dropped():
             return "says"
 
         def _generate(self, request):
-            return LMResponse(text="Here's an improved instruction: Classify the review's sentiment.",
+            return LMResponse(text=f"{request.messages[-1][1]} Classify the review's sentiment.",
                               prompt_tokens=1, completion_tokens=1)
 
     ctx = ProposalContext(sst2_task(), [], 0, Says(), chat=True)
-    assert LMProposer()._draft(ctx, "write", 0) == "Classify the review's sentiment."
+    for lead in ("Here's an improved instruction:", "Sure, here's a improved instruction:", "Instruction:"):
+        assert LMProposer()._draft(ctx, lead, 0) == "Classify the review's sentiment.", lead
 
 
 # ------------------------------------------------------------------ the Pareto front and the merge
