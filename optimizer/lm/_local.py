@@ -44,6 +44,19 @@ def _silence_llama_logs() -> None:
     llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
 
+def _vocabulary(profile: LMProfile):
+    """The profile's GGUF loaded with its vocabulary only (tokenizer and metadata, no weights); None when it
+    cannot be loaded."""
+    try:
+        from llama_cpp import Llama
+
+        _silence_llama_logs()
+        return Llama(model_path=str(profile.model_path or embedded_model_path(profile.model)), vocab_only=True,
+                     verbose=False)
+    except Exception:
+        return None
+
+
 def _render_chat(llm, messages: list[dict[str, str]]) -> tuple[str, bool]:
     """``messages`` through the model's own chat template (its GGUF's), the assistant's turn opened: the
     text, and whether the template wrote the BOS token itself."""
@@ -68,28 +81,16 @@ class LocalBackend(LMBackend):
     @classmethod
     def token_counter(cls, profile: LMProfile) -> Callable[[str], int] | None:
         """llama.cpp's count (BOS + text, special tokens parsed) from the GGUF's vocabulary only, no weights."""
-        try:
-            from llama_cpp import Llama
-
-            _silence_llama_logs()
-            vocab = Llama(model_path=str(profile.model_path or embedded_model_path(profile.model)), vocab_only=True,
-                          verbose=False)
-        except Exception:
+        vocab = _vocabulary(profile)
+        if vocab is None:
             return None
         return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True))
 
     @classmethod
     def chat_renderer(cls, profile: LMProfile) -> Callable[[list[dict[str, str]]], str] | None:
         """The GGUF's own chat template, read from its vocabulary only (no weights); None without one."""
-        try:
-            from llama_cpp import Llama
-
-            _silence_llama_logs()
-            vocab = Llama(model_path=str(profile.model_path or embedded_model_path(profile.model)), vocab_only=True,
-                          verbose=False)
-        except Exception:
-            return None
-        if not vocab.metadata.get("tokenizer.chat_template"):
+        vocab = _vocabulary(profile)
+        if vocab is None or not vocab.metadata.get("tokenizer.chat_template"):
             return None
         return lambda messages: _render_chat(vocab, messages)[0]
 
