@@ -114,32 +114,50 @@ def _vs_seed(s: dict) -> dict | None:
 
 
 def save_row(out: Path, row: dict) -> None:
-    """Write ``row`` into OUT/rows.json, replacing the task's earlier row (rows of other tasks stay)."""
+    """Write ``row`` into OUT/rows.json, replacing the earlier row of its task and seed (rows of other tasks and
+    seeds stay)."""
     path = out / "rows.json"
-    rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["task"] != row["task"]]
+    key = (row["task"], row["seed"])
+    rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if (r["task"], r["seed"]) != key]
     order = {t: i for i, t in enumerate(TASKS)}
-    rows = sorted(rows + [row], key=lambda r: order.get(r["task"], len(order)))
+    rows = sorted(rows + [row], key=lambda r: (order.get(r["task"], len(order)), r["seed"]))
     path.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def make_table(rows: list[dict]) -> str:
-    lines = ["| task | test n | seed prompt (test, 95% CI) | random k-shot | winner (test, 95% CI) | winner val | demos |"
+    lines = ["| task | seed | test n | seed prompt (test, 95% CI) | random k-shot | winner (test, 95% CI) | winner val | demos |"
              " instruction | verdict | vs seed prompt (paired p) | winner's parse failures | LM calls | wall s |"
              " peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         v = r.get("verdict") or {}
         verdict = f"{v['status']} (vs {v['against']}, p = {v['p']:.3g})" if v.get("status") else (
             "CIs disjoint" if r["significant"] else "CIs overlap")
         rk = r.get("random_kshot_test")
-        lines.append(f"| {r['task']} | {r['test_n']} | {r['baseline_test']:.3f} [{r['baseline_ci'][0]:.3f}, "
+        lines.append(f"| {r['task']} | {r['seed']} | {r['test_n']} | {r['baseline_test']:.3f} [{r['baseline_ci'][0]:.3f}, "
                      f"{r['baseline_ci'][1]:.3f}] | {'—' if rk is None else f'{rk:.3f}'} | {r['best_test']:.3f} "
                      f"[{r['best_ci'][0]:.3f}, {r['best_ci'][1]:.3f}] | {r['best_val']:.3f} | {r['n_demos']} | "
                      f"{r['instruction_origin']} | {verdict} | {_vs(r.get('vs_seed'))} | "
                      f"{_rate(r.get('parse_failure_rate'))} | {r['lm_calls']} | "
                      f"{'—' if r['wall_seconds'] is None else r['wall_seconds']} | "
                      f"{'—' if r['peak_rss_mb'] is None else r['peak_rss_mb']} |")
+    if len({r["seed"] for r in rows}) > 1:
+        lines += ["", *seed_means(rows)]
     return "\n".join(lines)
+
+
+def seed_means(rows: list[dict]) -> list[str]:
+    """Per task, over its seeds: the mean test score of the seed prompt and of the winner, and in how many
+    seeds the winner beat the seed prompt on test with paired p < 0.05."""
+    lines = ["| task | seeds | seed prompt (mean test) | winner (mean test) | winner above the seed prompt, p < 0.05 |",
+             "|---|---|---|---|---|"]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        rs = [r for r in rows if r["task"] == task]
+        wins = sum(1 for r in rs if (t := r.get("vs_seed")) and t["diff"] > 0 and t["p"] < 0.05)
+        lines.append(f"| {task} | {', '.join(str(r['seed']) for r in rs)} | "
+                     f"{sum(r['baseline_test'] for r in rs) / len(rs):.3f} | "
+                     f"{sum(r['best_test'] for r in rs) / len(rs):.3f} | {wins} of {len(rs)} |")
+    return lines
 
 
 def capped_task(shipped: Path, path: Path, validation: int | None, test: int | None) -> Path:
