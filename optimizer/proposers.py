@@ -186,6 +186,15 @@ def _echoes(flat: str, request: str, n: int = 4) -> bool:
     return any(" ".join(words[i:i + n]) in flat for i in range(len(words) - n + 1))
 
 
+def _repeats_a_sentence(text: str) -> bool:
+    """A sentence (or numbered step) of three words or more comes twice: a writer looping, not instructing
+    (AG News, instruct model, a reflection draft: "1. Classify the news article by topic. Classify the news
+    article by topic. 2. Classify the news article by topic.")."""
+    parts = [_flat(p) for p in re.split(r"(?<=[.!?;])\s+|\s*\b\d+\.\s+", text)]
+    parts = [p for p in parts if len(p.split()) >= 3]
+    return len(parts) != len(set(parts))
+
+
 def _labels_named(text: str, labels: list[str]) -> list[str]:
     """The labels a draft names (whole words, any case). Naming one label of three or more is steering every
     input to it (an instruct model answering an example: "Classify the topic of the news article as
@@ -308,6 +317,8 @@ class LMProposer(InstructionProposer):
             return {"passed": False, "reason": "reads as a field, not an instruction"}
         if text.rstrip().endswith("?"):
             return {"passed": False, "reason": "a question, not an instruction"}
+        if _repeats_a_sentence(text):
+            return {"passed": False, "reason": "repeats one of its sentences"}
         one = re.search(r"\b(?:correct )?answer is:?\s+[\"'`]?([A-Za-z]+)[\"'`]?\s*(?:[.!]|$)", text)
         if one and ctx.task.label_set and one.group(1).lower() in {lab.lower() for lab in ctx.task.label_set}:
             return {"passed": False, "reason": f"gives one answer for every input ({one.group(1)})"}

@@ -95,6 +95,12 @@ def test_a_chat_writer_is_asked_for_the_instruction_alone():
         assert w.check(trec, chat_ctx, [])["reason"] == "repeats the request it was given"
     ok = w.check("Classify the sentiment of the movie review as negative or positive.", ctx, [])
     assert ok["passed"], ok
+    # an AG News reflection draft on the instruct model that looped (accepted before the check, then lost)
+    loop = w.check("1. Classify the movie review by sentiment. Classify the movie review by sentiment. 2. Classify "
+                   "the movie review by sentiment.", ctx, [])
+    assert loop["reason"] == "repeats one of its sentences", loop
+    steps = w.check("1. Read the movie review. 2. Decide its sentiment. 3. Answer negative or positive.", ctx, [])
+    assert steps["passed"], steps
 
 
 def test_a_chat_drafts_lead_in_is_dropped():
