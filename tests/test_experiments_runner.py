@@ -190,3 +190,24 @@ def test_the_repository_pages_match_the_rows(tmp_path):
     block = make_tables.headline(aggregate(current), lambda t: run.sizes_of(defaults, t))
     for page in make_tables.PAGES:
         assert block in page.read_text(), page
+
+
+def test_example_task_rows_of_several_seeds_stay_side_by_side(tmp_path):
+    """``example_tasks.py``: a task's row of one seed replaces only that seed's earlier row, and with several
+    seeds the table adds per-task means and how many seeds beat the seed prompt at p < 0.05."""
+    import example_tasks
+
+    def r(task, seed, best, p):
+        return {"task": task, "seed": seed, "baseline_test": 0.5, "baseline_ci": [0.4, 0.6], "best_test": best,
+                "best_ci": [best - 0.1, best + 0.1], "best_val": best, "n_demos": 0, "instruction_origin": "seed",
+                "significant": False, "lm_calls": 10, "test_n": 100, "vs_seed": {"diff": best - 0.5, "p": p},
+                "verdict": {}, "wall_seconds": None, "peak_rss_mb": None}
+
+    for row_ in (r("trec", 0, 0.7, 0.01), r("trec", 1, 0.6, 0.2), r("sst2", 0, 0.4, 0.01), r("trec", 1, 0.8, 0.001)):
+        example_tasks.save_row(tmp_path, row_)
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(x["task"], x["seed"], x["best_test"]) for x in rows] == [("sst2", 0, 0.4), ("trec", 0, 0.7),
+                                                                        ("trec", 1, 0.8)]
+    table = example_tasks.make_table(rows)
+    assert "| trec | 0, 1 | 0.500 | 0.750 | 2 of 2 |" in table
+    assert "| sst2 | 0 | 0.500 | 0.400 | 0 of 1 |" in table  # a loss at p < 0.05 is not a win
