@@ -97,7 +97,7 @@ def test_two_input_fields_and_a_json_object_on_the_instruct_model(tmp_path):
     r = run_cli("report", str(run), timeout=300)
     assert r.returncode == 0 and (run / "report.html").exists(), r.stderr[-1500:]
     r = run_cli("bench", str(task_file), "--candidates", f"seed={run}#baseline", f"best={run}",
-                "--out", str(tmp_path / "bench"), "--cache-dir", cache, timeout=900)
+                "--out", str(tmp_path / "bench"), "--cache-dir", cache, "--timing-calls", "1", timeout=900)
     assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
     r = run_cli("export", str(run), "--format", "openai-chat", "--out", str(tmp_path / "chat.json"), "--sample", "4",
                 timeout=900)
