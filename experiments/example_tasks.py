@@ -125,18 +125,19 @@ def save_row(out: Path, row: dict) -> None:
 
 
 def make_table(rows: list[dict]) -> str:
-    lines = ["| task | seed | test n | seed prompt (test, 95% CI) | random k-shot | winner (test, 95% CI) | winner val | demos |"
-             " instruction | verdict | vs seed prompt (paired p) | winner's parse failures | LM calls | wall s |"
-             " peak RSS MB |",
+    lines = ["| task | seed | test n | seed prompt (test, 95% CI) | random k-shot | winner (test, 95% CI) |"
+             " winner val | demos | instruction | verdict | vs seed prompt (paired p) | winner's parse failures |"
+             " LM calls | wall s | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         v = r.get("verdict") or {}
         verdict = f"{v['status']} (vs {v['against']}, p = {v['p']:.3g})" if v.get("status") else (
             "CIs disjoint" if r["significant"] else "CIs overlap")
         rk = r.get("random_kshot_test")
-        lines.append(f"| {r['task']} | {r['seed']} | {r['test_n']} | {r['baseline_test']:.3f} [{r['baseline_ci'][0]:.3f}, "
-                     f"{r['baseline_ci'][1]:.3f}] | {'—' if rk is None else f'{rk:.3f}'} | {r['best_test']:.3f} "
-                     f"[{r['best_ci'][0]:.3f}, {r['best_ci'][1]:.3f}] | {r['best_val']:.3f} | {r['n_demos']} | "
+        lines.append(f"| {r['task']} | {r['seed']} | {r['test_n']} | {r['baseline_test']:.3f} "
+                     f"[{r['baseline_ci'][0]:.3f}, {r['baseline_ci'][1]:.3f}] | {'—' if rk is None else f'{rk:.3f}'} | "
+                     f"{r['best_test']:.3f} [{r['best_ci'][0]:.3f}, {r['best_ci'][1]:.3f}] | {r['best_val']:.3f} | "
+                     f"{r['n_demos']} | "
                      f"{r['instruction_origin']} | {verdict} | {_vs(r.get('vs_seed'))} | "
                      f"{_rate(r.get('parse_failure_rate'))} | {r['lm_calls']} | "
                      f"{'—' if r['wall_seconds'] is None else r['wall_seconds']} | "
