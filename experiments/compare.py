@@ -19,8 +19,9 @@ a chat profile such as local-instruct):
     gepa         dspy.GEPA (reflection LM: the task's LM profile (the suite's lm) on its own backend, 256 tokens,
                  unless the suite's reflection_lm; its calls are the proposer calls), metric-call budget
                  matched to MIPROv2 light's task-LM calls when known
-    ours         optimizer.engine.optimize with the task's settings, its search capped at the budget
-                 (``search_calls``: every LM call before the test report, proposer calls included)
+    ours         optimizer.engine.optimize with the task's settings, capped at the budget (``search_calls``:
+                 every LM call before the test report, proposer calls and the confirmation of the top
+                 candidates included)
     ours@PRESET  the same with an optimizer preset applied (configs/optimizer/PRESET.yaml, or an ablation
                  preset in experiments/presets/PRESET.yaml: ``preset_path``)
 
@@ -232,7 +233,10 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
                 if kind == "phase" and kw.get("name") == "test":
                     marks.setdefault("test", time.perf_counter())
 
-            res = optimize(run_task, RunOptions(out=Path(args.out) / "runs" / f"{task.task}-s{seed}-{tag}",
+            run_dir = Path(args.out) / "runs" / f"{task.task}-s{seed}-{tag}"
+            if getattr(args, "fresh", False):  # a rerun: not the old run's trials again
+                set_aside(run_dir)
+            res = optimize(run_task, RunOptions(out=run_dir,
                                                 backend=backend, seed=seed, trials=args.ours_trials,
                                                 search_calls=budget), on_event=on_event)
             cand = res.best
@@ -265,6 +269,16 @@ def run_method(method, task, seed, splits, profile, cache, budget, args):
            "scoring": cand.scoring, "seconds": round(opt_seconds, 1), **notes}
     backend.close()
     return row
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """Move a run directory out of the way (the optimizer would resume it: a rerun would finish with the old
+    run's trials); where it went, None if there was none."""
+    if not run_dir.exists():
+        return None
+    dest = run_dir.with_name(f"{run_dir.name}.superseded-{time.strftime('%Y%m%dT%H%M%S')}")
+    run_dir.rename(dest)
+    return dest
 
 
 def _prompt_row(task, cand: Candidate) -> dict:

@@ -107,6 +107,9 @@ def run_jobs(suite: dict, todo: list[tuple], out: Path, args) -> None:
     from optimizer.task import load_task
 
     path = out / "rows.jsonl"
+    # jobs run again under --rerun-before: an ``ours`` job starts a new run directory (the old one, which the
+    # optimizer would resume and finish with its old trials, is moved aside)
+    superseded = set(done_rows(rowsfile.load_rows(path))) - set(done_rows(rowsfile.load_rows(path), args.rerun_before))
     commit = rowsfile.git_commit()
     cache = ResponseCache(out / "lm-cache.sqlite")
     margs = SimpleNamespace(out=str(out), ours_trials=suite["ours_trials"], reflection_lm=suite["reflection_lm"],
@@ -127,6 +130,7 @@ def run_jobs(suite: dict, todo: list[tuple], out: Path, args) -> None:
                     run_child(suite, name, seed, method, out, args)
                     continue
                 budget = budget_of(rowsfile.load_rows(path), name, seed, suite["budget"])
+                margs.fresh = (name, seed, method) in superseded
                 row = compare.run_method(method, task, seed, splits, profile, cache, budget, margs)
                 row = rowsfile.append_row(path, row, rowsfile.provenance(suite["name"], name, method, commit))
                 print(f"{name} seed {seed} {method}: test {row['test']:.3f} {row['test_ci']} "

@@ -211,3 +211,29 @@ def test_example_task_rows_of_several_seeds_stay_side_by_side(tmp_path):
     table = example_tasks.make_table(rows)
     assert "| trec | 0, 1 | 0.500 | 0.750 | 2 of 2 |" in table
     assert "| sst2 | 0 | 0.500 | 0.400 | 0 of 1 |" in table  # a loss at p < 0.05 is not a win
+
+
+def test_a_rerun_of_an_ours_job_starts_a_new_run_directory(tmp_path, monkeypatch):
+    """``--rerun-before`` runs a job with an older row again; an ``ours`` job then gets a new run directory
+    (resuming the old one would finish with the old run's trials and report them again)."""
+    import compare
+
+    seen = {}
+
+    def fake_run_method(method, task, seed, splits, profile, cache, budget, args):
+        seen[method] = args.fresh
+        return {**row(task.task, seed, method, 0.5), "provenance": None}
+
+    monkeypatch.setattr(compare, "run_method", fake_run_method)
+    old_row = row("sst2", 0, "ours@fast", 0.8)
+    old_row["provenance"]["utc"] = "2026-12-06T10:00:00Z"
+    write_rows(tmp_path / "rows.jsonl", [old_row])
+    assert run.main(["--suite", "smoke", "--method", "seed", "ours@fast", "--out", str(tmp_path), "--no-tables",
+                     "--rerun-before", "2026-12-06T11:00Z"]) == 0
+    assert seen == {"seed": False, "ours@fast": True}  # the seed job had no row: new, nothing to set aside
+    old = tmp_path / "runs" / "sst2-s0-ours-fast"
+    old.mkdir(parents=True)
+    (old / "summary.json").write_text("{}")
+    moved = compare.set_aside(old)
+    assert not old.exists() and (moved / "summary.json").exists() and moved.name.startswith(old.name + ".superseded-")
+    assert compare.set_aside(old) is None

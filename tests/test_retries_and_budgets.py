@@ -188,6 +188,14 @@ def test_dry_run_projects_without_calling(tmp_path, capsys):
     assert plan["total"]["prompt_tokens"] > plan["total"]["calls"] * 20 and plan["total"]["cost"] > 0
     assert plan["limits"] == {"max_calls": 500}
     assert not (tmp_path / "run").exists()  # nothing written, nothing spent
+    # under --search-calls the confirmation (3 prompts) comes out of the cap: a quarter of the calls setup
+    # (4 proposer calls, 48 bootstrap runs) leaves, (1000 - 52) // 4 = 237, pays for (237 - 3) // 3 = 78 examples
+    assert main(["tasks/sst2/task.yaml", "--dry-run", "--trials", "10", "--search-calls", "1000", "--lm", "openai",
+                 "--json"]) == 0
+    capped = json.loads(capsys.readouterr().out)["phases"]
+    assert capped["proposer"]["calls"] + capped["bootstrap"]["calls"] == 52
+    assert capped["confirmation"]["calls"] == 3 * 78
+    assert capped["search"]["calls"] <= 1000 - 52 - 3 * (78 + 1)
     assert main(["tasks/sst2/task.yaml", "--dry-run", "--trials", "10"]) == 0
     text = capsys.readouterr().out
     assert "search" in text and "total" in text and "no LM call" in text

@@ -151,14 +151,19 @@ def test_a_cross_fitted_tie_goes_to_the_higher_validation_split_mean_before_the_
 
 
 def test_search_call_cap_holds_and_the_run_still_reports_test(tmp_path):
-    task = sst2_task(trials=30, bootstrap_examples=0, selectors=["random"], proposers=["offline"])
+    task = sst2_task(trials=30, bootstrap_examples=0, selectors=["random"], proposers=["offline"], train=100)
     res = optimize(task, RunOptions(out=tmp_path / "run", backend=scripted_for(task), seed=0, search_calls=100))
     s = res.summary
+    # every call before the test report counts, the confirmation of the top 3 too: the trials stopped short
+    # of the cap by what it takes, at most a quarter of it ((25 - 3) // 3 = 7 examples per candidate)
     assert s["search_calls"]["reached"] and s["search_calls"]["spent"] <= 100
-    assert s["phases"]["search"]["calls"] <= 100
+    before_test = sum(s["phases"][k]["calls"] for k in ("proposer", "probe", "bootstrap", "search", "confirmation"))
+    assert before_test == s["search_calls"]["spent"] and s["phases"]["search"]["calls"] <= 100 - 3 * (7 + 1)
+    assert s["confirmation"]["examples"] == 7 and len(s["confirmation"]["candidates"]) == 3
+    assert s["search_calls"]["confirmation"] == s["phases"]["confirmation"]["calls"] > 0
     assert s["best"]["test"] is not None and s["trials"]["complete"] + s["trials"]["pruned"] < 30
     recs = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
-    assert sum(r["lm_calls"] for r in recs) == s["search_calls"]["spent"]
+    assert sum(r["lm_calls"] for r in recs) + s["search_calls"]["confirmation"] == s["search_calls"]["spent"]
     best = next(r for r in recs if r["trial"] == s["best"]["trial"])
     assert not best.get("cut_by_budget")
 

@@ -40,8 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--max-tokens", type=int, help="budget: paid prompt + completion tokens")
     run.add_argument("--preset", help="optimizer preset: configs/optimizer/NAME.yaml or a path; its settings replace "
                                       "the task file's `optimizer:` keys it names")
-    run.add_argument("--search-calls", type=int, help="LM calls (cache hits included) the search may make before "
-                                                     "the test report; then the best so far is reported")
+    run.add_argument("--search-calls", type=int, help="LM calls (cache hits included) before the test report: "
+                     "setup, trials and the confirmation of the top candidates; the best so far is then reported")
     run.add_argument("--max-cost", type=float, help="budget: cost at configs/prices.yaml (or the profile's) prices")
     run.add_argument("--max-failure-rate", type=float, default=0.1,
                      help="a trial with more LM calls failed after retries than this fraction is marked failed "

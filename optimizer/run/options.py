@@ -31,7 +31,8 @@ class RunOptions:
     max_calls: int | None = None  # paid (non-cached) LM calls of the run directory, over all restarts
     max_tokens: int | None = None  # paid prompt + completion tokens
     max_cost: float | None = None  # at the prices of configs/prices.yaml or the profile's `prices`
-    # LM calls (cache hits included) before the test report: proposer, probes, bootstrap and trials; when
+    # LM calls (cache hits included) before the test report: proposer, probes, bootstrap, trials and the
+    # confirmation of the top candidates (the trials stop short by what it takes: ``run.verdict``); when
     # reached, no further trial starts (a running one is cut) and the best so far is reported on test
     search_calls: int | None = None
     max_failure_rate: float = 0.1  # a trial with more failed calls (after retries) than this is marked failed

@@ -12,6 +12,7 @@ from ..selectors import SelectionContext
 from ..task import TaskSpec
 from .inputs import check_metric, judge_profile, make_evaluator, resolve_lm
 from .options import RunOptions, check_options
+from .verdict import CONFIRMED, confirmation_calls, confirmation_size
 
 
 def _judge_row(task: TaskSpec, evaluator: Any, splits: Any, rows: dict[str, dict[str, Any]]) -> Any:
@@ -116,8 +117,16 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
         rows["search"]["prompt_tokens"] += task.optimizer.reflect * (
             MINIBATCH_RUNS * tokens(typical, scored[:MINIBATCH]))
         rows["search"]["completion_tokens"] += task.optimizer.reflect * (per_round * mt + 120)
-    if opts.search_calls is not None:  # the search stops at the cap
-        room = max(0, opts.search_calls - rows["proposer"]["calls"] - rows["bootstrap"]["calls"])
+    # the top 3 candidates and the winner on a confirmation sample of training examples (at most as many as
+    # the validation split has); under a --search-calls cap the top 3 only, and what the search leaves for them
+    setup = rows["proposer"]["calls"] + rows["bootstrap"]["calls"]
+    n_conf = min(len(splits.validation), len(splits.train))
+    n_conf, prompts = ((n_conf, 4) if opts.search_calls is None else
+                       (confirmation_size(opts.search_calls, setup, n_conf, per), CONFIRMED))
+    rows["confirmation"] = {"calls": prompts * n_conf * per, "completion_tokens": prompts * n_conf * mt,
+                            "prompt_tokens": prompts * tokens(typical, splits.train[:n_conf])}
+    if opts.search_calls is not None:  # the search stops at the cap, less what the confirmation takes
+        room = max(0, opts.search_calls - setup - confirmation_calls(n_conf, per))
         if room < rows["search"]["calls"]:
             f = room / max(1, rows["search"]["calls"])
             rows["search"] = {k: int(v * f) for k, v in rows["search"].items()}
@@ -129,11 +138,7 @@ def plan(task: TaskSpec, options: RunOptions | None = None) -> dict[str, Any]:
     rows["test"] = {"calls": n_report * per, "completion_tokens": n_report * mt,
                     "prompt_tokens": tokens(seed_c, splits.test) + (2 if kshot else 1) * tokens(typical, splits.test)
                     + tokens(seed_c, splits.validation)}
-    # the top 3 candidates and the winner on a confirmation sample of training examples (at most as many as
-    # the validation split has)
-    n_conf = 4 * min(len(splits.validation), len(splits.train))
-    rows["confirmation"] = {"calls": n_conf * per, "completion_tokens": n_conf * mt,
-                            "prompt_tokens": 4 * tokens(typical, splits.train[:len(splits.validation)])}
+    rows["confirmation"] = rows.pop("confirmation")  # listed after the test report, as it was
     judge = _judge_row(task, evaluator, splits, rows)  # one judgment per scored answer, on the judge's LM
     total = {key: sum(r[key] for r in rows.values()) for key in ("calls", "prompt_tokens", "completion_tokens")}
     for r in list(rows.values()) + [total]:

@@ -19,6 +19,7 @@ from ..steps import bootstrap_traces, step_pool
 from .context import RunContext
 from .inputs import data_fingerprint, scorings_of
 from .trials import run_early_slots
+from .verdict import confirmation_calls, confirmation_size
 
 
 def candidate_space(ctx: RunContext) -> None:
@@ -91,8 +92,11 @@ def build_space(ctx: RunContext, data_id: str) -> None:
     if early:
         reserve = sum(SELECTORS.get(k).planned_calls(sctx, max_demos)  # the teacher still runs after them
                       for k in dict.fromkeys(task.optimizer.selectors))
+        # and the confirmation after the search (at most as many examples as validation has)
+        confirm = confirmation_calls(confirmation_size(opts.search_calls, proposer_calls + reserve,
+                                                       len(ctx.splits.validation)))
         run_early_slots(ctx, early, startup, None if opts.search_calls is None
-                        else max(0, opts.search_calls - proposer_calls - reserve))
+                        else max(0, opts.search_calls - proposer_calls - reserve - confirm))
     fixed = [space.fixed_params(k) for k in range(early)]
     u0 = ctx.backend.usage
     space.demo_sets = fill_pool(sctx, demos, max_demos)

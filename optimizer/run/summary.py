@@ -160,11 +160,14 @@ def scoring_fields(evaluator: Any, c: Candidate) -> dict[str, Any]:
 def _search_fields(ctx: RunContext, diff: dict[str, float], significant: bool) -> dict[str, Any]:
     """A finished run's objective, test gain and search spend."""
     task, setup, search = ctx.task, ctx.setup, ctx.search
+    confirmed = int(ctx.phases["confirmation"]["calls"])
     return {"objective": task.objective,
             "improvement": {k: round(v, 6) for k, v in diff.items()},
             "pick": task.optimizer.pick,
+            # every call before the test report: setup, trials and the confirmation of the top candidates
             "search_calls": {"cap": ctx.opts.search_calls, "reached": search.capped,
-                             "spent": int(setup.get("setup_calls", 0)) + search.spent_calls()},
+                             "spent": int(setup.get("setup_calls", 0)) + search.spent_calls() + confirmed,
+                             "confirmation": confirmed},
             "bootstrap_after_slots": int(setup.get("bootstrap_after_slots", 0)),
             "pareto": search.pareto(),
             "significant": significant}

@@ -12,6 +12,7 @@ from ..search import Search, balanced_weights, ensure_slots, make_sampler
 from .context import RunContext
 from .inputs import finished_trials
 from .reflect import record_reflections, reflect_round, reflection_bounds, rounds_done
+from .verdict import calls_per_answer, confirmation_calls, confirmation_sample, confirmation_size
 
 
 def make_search(ctx: RunContext, call_cap: int | None) -> Search:
@@ -39,14 +40,23 @@ def run_early_slots(ctx: RunContext, early: int, startup: int, call_cap: int | N
         ctx.phases["search"] = ctx.early_search.to_dict()
 
 
+def search_cap(ctx: RunContext) -> int | None:
+    """The trials' share of ``--search-calls``: what setup (proposer, probes, bootstrap) left, less what the
+    confirmation of the top candidates will take after the search (``verdict.confirmation_calls``)."""
+    if ctx.opts.search_calls is None:
+        return None
+    setup, per = int(ctx.setup.get("setup_calls", 0)), calls_per_answer(ctx.task)
+    size = confirmation_size(ctx.opts.search_calls, setup, len(confirmation_sample(ctx)), per)
+    return max(0, ctx.opts.search_calls - setup - confirmation_calls(size, per))
+
+
 def run_search(ctx: RunContext) -> tuple[Any, Candidate]:
     """Run the study's trials (those left after a resume or by other workers) and return the winner:
     its trial and its candidate."""
     splits, opts = ctx.splits, ctx.opts
     ctx.emit("phase", name="search", trials=ctx.n_trials, validation=len(splits.validation),
              done=finished_trials(ctx.study))
-    ctx.search = make_search(ctx, None if opts.search_calls is None
-                             else max(0, opts.search_calls - int(ctx.setup.get("setup_calls", 0))))
+    ctx.search = make_search(ctx, search_cap(ctx))
     u0 = ctx.backend.usage
     rounds = reflection_bounds(ctx.n_trials, ctx.task.optimizer.reflect) if (
         ctx.task.optimizer.reflect and ctx.exclusive and not ctx.task.steps) else []

@@ -7,7 +7,10 @@
 
 Promotion (after the search): the top 3 complete candidates are re-scored on a confirmation sample that
 selection never used, and the one with the best pooled mean of validation and confirmation goes on (the
-winner's curse: the best of N validation means is optimistic). It must beat the label prior on the
+winner's curse: the best of N validation means is optimistic). Under a ``--search-calls`` cap these calls
+count against it (every call before the test report does): the search stops short of the cap by what the
+confirmation will take, at most a quarter of the calls left after setup (fewer examples when that is short).
+It must beat the label prior on the
 validation split by a one-sided paired test (p < 0.05); else the best non-degenerate complete candidate
 that does; else the best non-degenerate candidate; the seed prompt only when every candidate has collapsed
 to one answer.
@@ -34,6 +37,7 @@ from .context import RunContext
 from .heldout import HeldOut, score
 
 ALPHA = 0.05
+CONFIRMED = 3  # the search's winner and the next 2 complete candidates
 
 
 def _sig(p: float) -> float:
@@ -227,13 +231,33 @@ def confirmation_sample(ctx: RunContext) -> list[Example]:
     """Training examples selection never used, as many as the validation split has: outside every demo set,
     outside what trials were scored on (cross-fitting) and outside what a selector ran the LM on (the
     bootstrap teacher's examples). A kNN candidate answers each without itself among the demos."""
-    used = {e.id for _, exs in ctx.space.demo_sets for e in exs} | {e.id for e in ctx.search.validation}
+    used = {e.id for _, exs in ctx.space.demo_sets for e in exs} | {e.id for e in ctx.selection}
     if ctx.task.optimizer.max_demos:
         sctx = SelectionContext(ctx.splits.train, ctx.seed, labels=ctx.task.label_set,
                                 budget=ctx.task.optimizer.bootstrap_examples)
         for name in dict.fromkeys(ctx.task.optimizer.selectors):
             used |= SELECTORS.get(name).scored_examples(sctx, ctx.task.optimizer.max_demos)
     return [e for e in ctx.splits.train if e.id not in used][:len(ctx.splits.validation)]
+
+
+def confirmation_size(cap: int | None, setup_calls: int, available: int, per: int = 1) -> int:
+    """Examples the confirmation re-scores the top candidates on: the ``available`` unused training examples,
+    or under a ``--search-calls`` ``cap`` as many as a quarter of the calls left after ``setup_calls`` pays
+    for (``per``: calls per answer, one per step of a program)."""
+    if cap is None:
+        return available
+    room = max(0, cap - setup_calls) // 4
+    return max(0, min(available, (room - CONFIRMED) // (CONFIRMED * per)))
+
+
+def confirmation_calls(size: int, per: int = 1) -> int:
+    """An upper bound on the confirmation's LM calls at ``size`` examples (a calibrated readout's one
+    content-free call per candidate included): what a capped search leaves for it."""
+    return CONFIRMED * (size * per + 1) if size else 0
+
+
+def calls_per_answer(task: Any) -> int:
+    return len(task.steps or [None])  # a program of steps answers with one call per step
 
 
 def _confirm_row(ctx: RunContext, t: Any, cand: Candidate, sample: list[Example]) -> dict[str, Any]:
@@ -249,14 +273,17 @@ def confirm(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
     the next 2 complete candidates (the search's ranking) are re-scored on the confirmation sample, and the one with the best
     pooled mean of validation and confirmation (weighted by their sizes; ties go to the search's order) goes
     on to the promotion rule. Without a sample the search's winner goes on."""
-    sample = confirmation_sample(ctx) if best_trial is not None else []
+    unused = confirmation_sample(ctx) if best_trial is not None else []
+    sample = unused[:confirmation_size(ctx.opts.search_calls, int(ctx.setup.get("setup_calls", 0)), len(unused),
+                                       calls_per_answer(ctx.task))]
     if not sample:
-        return best_trial, best, {"examples": 0, "candidates": [], "rule": "best_val",
-                                  "why": "every training example is in a demo set or was seen by selection"}
+        why = ("the --search-calls cap leaves no calls to confirm with" if unused else
+               "every training example is in a demo set or was seen by selection")
+        return best_trial, best, {"examples": 0, "candidates": [], "rule": "best_val", "why": why}
     S = optuna.trial.TrialState
     ranked = sorted((t for t in ctx.study.get_trials(deepcopy=False) if t.state == S.COMPLETE),
                     key=_rank, reverse=True)
-    top = [best_trial] + [t for t in ranked if t.number != best_trial.number][:2]  # the winner first
+    top = [best_trial] + [t for t in ranked if t.number != best_trial.number][:CONFIRMED - 1]  # the winner first
     u0 = ctx.backend.usage
     cands = {t.number: best if t.number == best_trial.number else ctx.space.of_trial(t) for t in top}
     rows = [_confirm_row(ctx, t, cands[t.number], sample) for t in top]
@@ -274,11 +301,13 @@ def confirm(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
 
 def mark_winner(ctx: RunContext, report: dict[str, Any], trial: Any, cand: Candidate) -> dict[str, Any]:
     """The promoted winner flagged among the confirmed candidates; when the promotion rule moved to a trial
-    outside them, it is re-scored on the same sample and listed too."""
+    outside them, it is re-scored on the same sample and listed too (not under a ``--search-calls`` cap,
+    which kept calls for the confirmed candidates only)."""
     rows = report["candidates"]
-    if trial is not None and report["examples"] and trial.number not in {r["trial"] for r in rows}:
+    if (trial is not None and report["examples"] and trial.number not in {r["trial"] for r in rows}
+            and ctx.opts.search_calls is None):
         u0 = ctx.backend.usage
-        rows.append(_confirm_row(ctx, trial, cand, confirmation_sample(ctx)))
+        rows.append(_confirm_row(ctx, trial, cand, confirmation_sample(ctx)[:report["examples"]]))
         more = (ctx.backend.usage - u0).to_dict()
         ctx.phases["confirmation"] = {k: ctx.phases["confirmation"].get(k, 0) + v for k, v in more.items()}
     for r in rows:
