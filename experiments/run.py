@@ -109,7 +109,8 @@ def run_jobs(suite: dict, todo: list[tuple], out: Path, args) -> None:
     path = out / "rows.jsonl"
     # jobs run again under --rerun-before: an ``ours`` job starts a new run directory (the old one, which the
     # optimizer would resume and finish with its old trials, is moved aside)
-    superseded = set(done_rows(rowsfile.load_rows(path))) - set(done_rows(rowsfile.load_rows(path), args.rerun_before))
+    rows = rowsfile.load_rows(path)
+    superseded = set(done_rows(rows)) - set(done_rows(rows, args.rerun_before))
     commit = rowsfile.git_commit()
     cache = ResponseCache(out / "lm-cache.sqlite")
     margs = SimpleNamespace(out=str(out), ours_trials=suite["ours_trials"], reflection_lm=suite["reflection_lm"],

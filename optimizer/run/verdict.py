@@ -10,10 +10,9 @@ selection never used, and the one with the best pooled mean of validation and co
 winner's curse: the best of N validation means is optimistic). Under a ``--search-calls`` cap these calls
 count against it (every call before the test report does): the search stops short of the cap by what the
 confirmation will take, at most a quarter of the calls left after setup (fewer examples when that is short).
-It must beat the label prior on the
-validation split by a one-sided paired test (p < 0.05); else the best non-degenerate complete candidate
-that does; else the best non-degenerate candidate; the seed prompt only when every candidate has collapsed
-to one answer.
+It must beat the label prior on the validation split by a one-sided paired test (p < 0.05); else the best
+non-degenerate complete candidate that does; else the best non-degenerate candidate; the seed prompt only
+when every candidate has collapsed to one answer.
 The verdict (after the test report): ``improved`` only when the winner beats every baseline on the test
 split, paired (exact McNemar for 0/1 scores, the paired bootstrap otherwise), Holm-corrected, p < 0.05.
 """
