@@ -145,6 +145,12 @@ _GENERIC = {"task", "tasks", "following", "example", "examples", "answer", "answ
             "such", "here", "there", "have", "been", "were", "does", "make", "calls"}
 
 
+# capitalised past a sentence's start (a list run into one line, a heading), never a name
+_NOT_NAMES = _GENERIC | {"the", "and", "any", "all", "its", "their", "our", "you", "for", "but", "not", "one", "these",
+                         "those", "other", "both", "every", "each", "how", "why", "who", "where", "use", "read",
+                         "decide", "look", "consider", "note", "first", "next", "finally", "otherwise"}
+
+
 def task_vocabulary(task: TaskSpec, shots: list[Example]) -> set[str]:
     """Content words an on-topic instruction is expected to share with the task: its own words, and the
     examples' answers where they are short (labels, names, numbers). A long answer (a worked solution, a
@@ -209,6 +215,8 @@ def _names_from(text: str, shots: list[Example], vocab: set[str]) -> list[str]:
     out = []
     for m in re.finditer(r"(?<![.!?:]\s)(?<!^)\b([A-Z][a-z]{2,})\b", text):
         w = m.group(1)
+        if w.lower() in _NOT_NAMES:  # "... the input itself The answer ...": a list the draft ran together
+            continue
         if w.lower() not in vocab and re.search(rf"\b{w}\b", inputs) and w not in out:
             out.append(w)
     return out

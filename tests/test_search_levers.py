@@ -736,6 +736,10 @@ def test_lm_drafts_are_listed_with_their_check_or_the_reason_they_failed():
     shot = Example("x", {"sentence": "Tom Hanks is wonderful as the lonely castaway in this film"}, "positive")
     named = prop.check("Decide the movie review sentiment the way Hanks would.", ctx, [shot])
     assert named["reason"] == "names what one example is about (Hanks)"
+    # a capitalised function word run into the line (a list the model wrote) is not a name
+    shot_the = Example("y", {"sentence": "The castaway is lonely and The film knows it"}, "positive")
+    listed = prop.check("Look for the movie review's tone, its praise or blame The sentiment words", ctx, [shot_the])
+    assert listed["passed"], listed
     quoted = prop.check("Label the sentiment; e.g. tom hanks is wonderful, as the lonely castaway -> positive.",
                         ctx, [shot])
     assert quoted["reason"] == "quotes a training input"
