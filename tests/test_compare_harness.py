@@ -128,3 +128,30 @@ def test_ours_at_preset_finds_user_and_ablation_presets(compare):
     assert compare.preset_path("small-model-halving") == ROOT / "experiments/presets/small-model-halving.yaml"
     with pytest.raises(SystemExit, match="unknown preset 'no-such'"):
         compare.preset_path("no-such")
+
+
+def test_the_programs_suite_runs_mipro_light_and_ours_on_a_program_of_steps(compare, tmp_path, monkeypatch):
+    """The `programs` suite's harness path on a scripted two-step solver (tests/test_steps.py): MIPROv2 light
+    compiles the two-module DSPy program, ours searches the same task within MIPROv2 light's task-LM calls, and
+    both rows name each step's instruction and count each step's demos."""
+    import types
+
+    from test_steps import ProgramBackend, program_task
+
+    from optimizer.data import make_splits
+
+    task = program_task(tmp_path)
+    splits = make_splits(task)
+    monkeypatch.setattr(compare, "create_backend", lambda profile, cache=None: ProgramBackend())
+    args = types.SimpleNamespace(out=str(tmp_path), lm=None, reflection_lm=None, ours_trials=None)
+    profile = ProgramBackend().profile
+    seed = compare.run_method("seed", task, 0, splits, profile, None, None, args)
+    mipro = compare.run_method("mipro_light", task, 0, splits, profile, None, None, args)
+    ours = compare.run_method("ours", task, 0, splits, profile, None, mipro["task_lm_calls"], args)
+    assert seed["test"] == 0.0 and seed["task_lm_calls"] == 0  # no demos: the scripted solver adds one too many
+    for row in (mipro, ours):
+        assert row["instruction"].startswith("solve: ") and " | extract: " in row["instruction"]
+        assert set(row["demos"]) == {"solve", "extract"}
+        assert row["n_demos"] == sum(len(d) for d in row["demos"].values()) > 0
+        assert row["test"] == 1.0  # a demo on each step is all the scripted solver needs
+    assert 0 < ours["task_lm_calls"] <= mipro["task_lm_calls"]
