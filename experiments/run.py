@@ -4,6 +4,7 @@
     .venv/bin/python experiments/run.py --suite classification          # run the jobs without a row
     .venv/bin/python experiments/run.py --suite gsm8k --only gsm8k:1 --method mipro_light
     .venv/bin/python experiments/run.py --tables                        # only remake the tables
+    .venv/bin/python experiments/run.py --suite instruct --tables       # only remake that suite's tables
 
 Each job runs ``compare.run_method`` (the methods are described there) and appends its row, with
 provenance (``rows.provenance``), to ``OUT/rows.jsonl``. A job whose newest row is of the task's current
@@ -169,7 +170,8 @@ def parse_args(argv=None):
     ap.add_argument("--out", help="the rows / cache / run directory (default: the suite's out)")
     ap.add_argument("--rerun-before", metavar="UTC",
                     help="run again the jobs whose newest row is older than this (e.g. 2026-12-06T00:00Z)")
-    ap.add_argument("--tables", action="store_true", help="only make the tables (make_tables.py)")
+    ap.add_argument("--tables", action="store_true",
+                    help="only make the tables (make_tables.py): the suite's, or without --suite the comparison's")
     ap.add_argument("--no-tables", action="store_true", help="do not make the tables after the jobs")
     ap.add_argument("--no-timeouts", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -177,12 +179,16 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.tables:
+    if args.tables and not args.suite:
         import make_tables
         return make_tables.main([])
     if not args.suite:
         raise SystemExit(f"--suite NAME is required: one of {', '.join(load_suites(Path(args.suites)))}")
     suite = get_suite(args.suite, Path(args.suites))
+    if args.tables:  # the suite's own rows and verdict method (before: always the `compare` suite's tables)
+        import make_tables
+        make_tables.write_tables(ROOT / (args.out or suite["out"]), ours=suite["ours"])
+        return 0
     if args.no_timeouts:
         suite["timeouts"] = {}
     out = ROOT / (args.out or suite["out"])

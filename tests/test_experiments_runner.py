@@ -134,6 +134,17 @@ def test_the_runner_writes_a_row_with_provenance(tmp_path, capsys):
     assert len(rowsfile.load_rows(tmp_path / "rows.jsonl")) == 1 and "majority" not in capsys.readouterr().out
 
 
+def test_tables_of_a_suite_are_remade_from_its_own_rows_with_its_verdict_method(tmp_path):
+    """``--suite NAME --tables`` writes the tables beside NAME's rows, its verdict against the suite's ``ours``
+    (the instruct suite's is the full engine), and runs no job."""
+    write_rows(tmp_path / "rows.jsonl", [row("sst2", 0, "seed", 0.82), row("sst2", 0, "mipro_light", 0.74),
+                                         row("sst2", 0, "ours", 0.84)])
+    assert run.main(["--suite", "instruct", "--out", str(tmp_path), "--tables"]) == 0
+    text = (tmp_path / "table.md").read_text()
+    assert "| mipro_light | ours | ours - mipro_light |" in text and "| +0.100 |" in text
+    assert len(rowsfile.load_rows(tmp_path / "rows.jsonl")) == 3
+
+
 def test_tables_come_from_the_newest_row_of_each_key(tmp_path):
     rows = []
     for seed in (0, 1):
