@@ -112,8 +112,8 @@ class OfflineProposer(InstructionProposer):
     def operators(self, task: TaskSpec) -> list[Proposal]:
         seed = task.instruction.strip()
         seed_dot = seed if seed.endswith((".", "?", "!", ":")) else seed + "."
-        ins = _join([f.label.lower() for f in task.inputs], "and")
-        out = task.output.label.lower()
+        ins = _join([f.noun for f in task.inputs], "and")
+        out = task.output.noun
         labels = task.label_set
         ops: list[Proposal] = []
         if labels:

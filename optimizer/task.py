@@ -46,6 +46,13 @@ class FieldSpec(_Strict):
     def label(self) -> str:
         return self.prefix or self.name.replace("_", " ").capitalize()
 
+    @property
+    def noun(self) -> str:
+        """The field in a sentence ("read the question"): its label, or its name where the label is an
+        abbreviation (BBH's ``Q``/``A`` prefixes)."""
+        label = self.label if len(self.label) > 2 else self.name.replace("_", " ")
+        return label.lower()
+
     @field_validator("pattern")
     @classmethod
     def _regex_compiles(cls, v: str | None) -> str | None:

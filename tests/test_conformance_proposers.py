@@ -189,3 +189,16 @@ def test_a_broken_proposer_fails_the_checks(polite_proposer, task_and_train):
                           (Sneaky, check_lm_calls_only_when_said_and_as_planned)):
         with pytest.raises(AssertionError):
             check(broken, *task_and_train)
+
+
+def test_offline_rewrites_name_a_field_by_a_word_not_its_abbreviated_prefix():
+    """BBH's fields show as ``Q:``/``A:`` in the prompt; a rewrite reads "the question", not "the q"."""
+    from conftest import ROOT
+    from optimizer.task import load_task
+
+    nav = load_task(ROOT / "tasks/bbh_navigate/task.yaml")
+    texts = [p.text for p in PROPOSERS.get("offline")().operators(nav)]
+    assert "Read the question and label its answer as Yes or No." in texts
+    assert "Given the question, determine the answer." in texts
+    sst2 = [p.text for p in PROPOSERS.get("offline")().operators(sst2_task())]
+    assert "Read the review and label its sentiment as negative or positive." in sst2  # a word prefix is kept
