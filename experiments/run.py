@@ -185,13 +185,13 @@ def main(argv=None) -> int:
     if not args.suite:
         raise SystemExit(f"--suite NAME is required: one of {', '.join(load_suites(Path(args.suites)))}")
     suite = get_suite(args.suite, Path(args.suites))
+    out = ROOT / (args.out or suite["out"])
     if args.tables:  # the suite's own rows and verdict method (before: always the `compare` suite's tables)
         import make_tables
-        make_tables.write_tables(ROOT / (args.out or suite["out"]), ours=suite["ours"])
+        make_tables.write_tables(out, ours=suite["ours"])
         return 0
     if args.no_timeouts:
         suite["timeouts"] = {}
-    out = ROOT / (args.out or suite["out"])
     done = done_rows(rowsfile.load_rows(out / "rows.jsonl"), args.rerun_before)
     listed = jobs(suite, args.only, args.methods)
     todo = [j for j in listed if j not in done]
