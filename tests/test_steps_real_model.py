@@ -37,7 +37,8 @@ def optimize_small(tmp_path, data: dict, train: int, validation: int, test: int,
 
 def test_the_two_step_program_runs_reports_and_exports_with_parity(tmp_path):
     data = program_data()
-    data["lm"] = "local"  # the task ships on local-instruct; the base model runs the same steps faster, within a test's budget
+    # the task ships on local-instruct; the base model runs the same steps faster, within a test's budget
+    data["lm"] = "local"
     data["steps"][0]["max_tokens"] = 96
     run, s = optimize_small(tmp_path, data, 10, 4, 4, max_demos=2, bootstrap_examples=4)
     assert s["program"] == "steps" and [st["name"] for st in s["best"]["steps"]] == ["solve", "extract"]
