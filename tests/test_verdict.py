@@ -206,6 +206,16 @@ def test_bench_shows_the_label_prior_as_a_row(tmp_path):
     assert f"label prior (always '{prior['label']}')" in to_markdown(res.doc)
 
 
+def _copy_study(study, dist, attrs_of=lambda t: {}):
+    import optuna
+
+    out = optuna.create_study(direction="maximize")
+    for t in study.trials:
+        out.add_trial(optuna.trial.create_trial(params=t.params, distributions=dist, value=t.value,
+                                                user_attrs={**t.user_attrs, **attrs_of(t)}))
+    return out
+
+
 def test_promotion_takes_the_best_non_degenerate_trial_that_beats_the_label_prior(monkeypatch):
     """The search's best trial does not beat the label prior on validation and the next one is degenerate:
     the run promotes the next non-degenerate trial that does, and says why."""
@@ -234,14 +244,17 @@ def test_promotion_takes_the_best_non_degenerate_trial_that_beats_the_label_prio
     assert trial.number == 2 and cand.instruction == "instruction 3"  # trial 1 is degenerate, though it beats
     assert why["rule"] == "beats_label_prior" and why["chosen_trial"] == 2 and why["p"] == 0.01
     assert "trial 0" in why["why"] and "does not beat always answering No" in why["why"]
-    p_of["instruction 3"] = 0.3  # none beats it: the best non-degenerate candidate is kept
-    trial, cand, why = v.promote(ctx, best, candidates[0])
+    p_of["instruction 3"] = 0.3  # none beats it: the best non-degenerate candidate is kept, if the seed
+    trial, cand, why = v.promote(ctx, best, candidates[0])  # prompt's trial scored less on validation (0.5)
     assert why["rule"] == "best_non_degenerate" and trial.number == 0 and cand is candidates[0]
-    collapsed = optuna.create_study(direction="maximize")  # every candidate collapsed: the seed prompt's own
-    for t in study.trials:  # trial (instruction 0, no demos)
-        collapsed.add_trial(optuna.trial.create_trial(params=t.params, distributions=dist, value=t.value,
-                                                      user_attrs={"degenerate": True}))
-    ctx.study = collapsed
+    for seed_val in (0.9, 0.95):  # the seed prompt's trial no worse on validation under the task's metric (its
+        ctx.study = _copy_study(study, dist,  # plain mean, not the objective): it is kept
+                                lambda t: {"metric_mean": seed_val} if t.params["instruction"] == 0 else {})
+        trial, cand, why = v.promote(ctx, ctx.study.trials[0], candidates[0])
+        assert why["rule"] == "seed_no_worse" and trial.number == 3 and cand.instruction == "instruction 0"
+        assert "0.900" in why["why"] and f"{seed_val:.3f}" in why["why"]
+    collapsed = _copy_study(study, dist, lambda t: {"degenerate": True})  # every candidate collapsed: the seed
+    ctx.study = collapsed  # prompt's own trial (instruction 0, no demos)
     trial, cand, why = v.promote(ctx, collapsed.trials[0], candidates[0])
     assert why["rule"] == "seed_fallback" and trial.number == 3 and cand.instruction == "instruction 0"
 

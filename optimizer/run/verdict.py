@@ -89,6 +89,12 @@ def _random_program(ctx: RunContext, best: Candidate) -> Candidate | None:
                               "scoring": "generate"}, steps=tuple(steps))
 
 
+def _plain_mean(t: Any) -> float:
+    """A trial's mean of the task metric over the validation examples the search scored it on (not the
+    objective, which may be label-balanced or cross-fitted): recorded by the search, no LM call."""
+    return float(t.user_attrs.get("val_mean", t.user_attrs.get("metric_mean", t.value)))
+
+
 def _beats_prior(ctx: RunContext, cand: Candidate, prior_val: list[float]) -> float:
     """One-sided paired p-value that ``cand`` beats the label prior on the validation split."""
     scores = score(ctx.evaluator, cand, ctx.splits.validation).scores
@@ -98,11 +104,14 @@ def _beats_prior(ctx: RunContext, cand: Candidate, prior_val: list[float]) -> fl
 def promote(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Candidate, dict[str, Any]]:
     """The promotion rule: the search's winner if it beats the label prior on validation (paired, one-sided,
     p < 0.05), else the best non-degenerate complete candidate that does. When none does, the best
-    non-degenerate candidate is kept (the verdict on test then says what it is worth); the seed prompt only
-    when every complete candidate has collapsed to one answer. (Falling back to the seed prompt whenever
-    nothing beats the prior would hand a base model's user a prompt that cannot answer at all: on a small
-    SST-2 run the winner missed p < 0.05 at 24 validation examples, p = 0.055, and the seed prompt it would
-    have been replaced by scored 0.03 on test.)"""
+    non-degenerate candidate is kept (the verdict on test then says what it is worth) unless the seed
+    prompt's own trial scored at least as much on validation under the task's metric: the search ranks by
+    its objective, and the label-balanced one can put a coin-flip prompt above a seed prompt that mostly
+    answers the majority label (BBH navigate, instruct model, seed 1: 0.500 against the seed prompt's 0.575
+    on validation, 0.49 against 0.58 on test). The seed prompt also when every candidate has collapsed to
+    one answer. (Falling back to the seed prompt whenever nothing beats the prior would hand a base model's
+    user a prompt that cannot answer at all: on a small SST-2 run the winner missed p < 0.05 at 24
+    validation examples, p = 0.055, and the seed prompt it would have been replaced by scored 0.03 on test.)"""
     label = prior_label(ctx)
     if label is None:
         return best_trial, best, {"rule": "best_val", "chosen_trial": best_trial.number,
@@ -127,18 +136,26 @@ def promote(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
             return t, cand, {"rule": "beats_label_prior", "chosen_trial": t.number, "p": _sig(q),
                              "why": f"{lost}; trial {t.number} is the best non-degenerate one that does "
                                     f"(p = {q:.3g})"}
-    kept = next((t for t in complete if not t.user_attrs.get("degenerate")), None)
-    if kept is not None:
-        cand = best if kept.number == best_trial.number else ctx.space.of_trial(kept)
-        return kept, cand, {"rule": "best_non_degenerate", "chosen_trial": kept.number, "p": _sig(p),
-                            "why": f"{lost}, nor does any other non-degenerate candidate: trial {kept.number}, "
-                                   f"the best that answers more than one label, is kept"}
     # the seed prompt's own trial (instruction 0, no demos; with ``start: demos`` it is not slot 0)
     seeds = [t for t in complete if t.params.get("instruction") == 0 and t.params.get("n_demos", 0) == 0]
     seed_trial = max(seeds, key=_rank) if seeds else None
     seed = ctx.space.of_trial(seed_trial) if seed_trial is not None else ctx.space.seed_candidate()
-    return seed_trial, seed, {"rule": "seed_fallback",
-                              "chosen_trial": seed_trial.number if seed_trial is not None else None,
+    seed_number = seed_trial.number if seed_trial is not None else None
+    kept = next((t for t in complete if not t.user_attrs.get("degenerate")), None)
+    if kept is not None:
+        cand = best if kept.number == best_trial.number else ctx.space.of_trial(kept)
+        nor = f"{lost}, nor does any other non-degenerate candidate"
+        if seed_trial is not None and kept.number != seed_number:
+            kept_val, seed_val = _plain_mean(kept), _plain_mean(seed_trial)
+            if seed_val >= kept_val:
+                return seed_trial, seed, {"rule": "seed_no_worse", "chosen_trial": seed_number, "p": _sig(p),
+                                          "why": f"{nor}; trial {kept.number}, the best that answers more than "
+                                                 f"one label, scores {kept_val:.3f} on validation and the seed "
+                                                 f"prompt {seed_val:.3f}: the seed prompt is kept"}
+        return kept, cand, {"rule": "best_non_degenerate", "chosen_trial": kept.number, "p": _sig(p),
+                            "why": f"{nor}: trial {kept.number}, the best that answers more than one label, "
+                                   f"is kept"}
+    return seed_trial, seed, {"rule": "seed_fallback", "chosen_trial": seed_number,
                               "why": f"{lost}, and every candidate answers one label on 90% or more of "
                                      f"validation: the seed prompt is kept"}
 
