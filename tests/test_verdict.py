@@ -40,6 +40,42 @@ class InstructedBackend(ScriptedBackend):
         return LMResponse(text=f" {gold}\n" if right else f" {self.wrong}\n", prompt_tokens=10, completion_tokens=1)
 
 
+class ReadoutsAtChanceBackend(ScriptedBackend):
+    """Generated answers are right on the inputs whose hash mod 10 is below 8; label readouts (logprobs) only
+    below 5, whatever the prompt: a search over label readouts alone finds nothing as good as the seed prompt."""
+
+    def _generate(self, request: LMRequest) -> LMResponse:
+        prompt = request.prompt if request.prompt is not None else request.messages[-1][1]
+        last = prompt.rsplit(self.input_prefix, 1)[-1].split("\n")[0].strip()
+        gold = self.answers.get(last)
+        h = int(hashlib.sha1(last.encode()).hexdigest(), 16) % 10
+        answer = gold if gold is not None and h < (5 if request.logprobs else 8) else None
+        answer = answer or next(lab for lab in self.labels if lab != gold)
+        lp = [{f" {lab}": 0.0 if lab == answer else -5.0 for lab in self.labels}] if request.logprobs else None
+        return LMResponse(text=f" {answer}\n", prompt_tokens=10, completion_tokens=1, logprobs=lp)
+
+
+def test_the_seed_prompt_is_kept_when_nothing_beats_the_label_prior_and_it_scores_no_less(tmp_path):
+    """The search reads labels only (``scoring: [likelihood]``), at chance; the seed prompt's generated answers
+    are better on validation, though no candidate beats always answering one label: the seed prompt is kept."""
+    from conftest import sst2_task
+
+    task = sst2_task(train=40, validation=24, test=40, trials=6, bootstrap_examples=12, scoring=["likelihood"])
+    s = make_splits(task)
+    answers = {e.inputs["sentence"]: e.output for e in s.train + s.validation + s.test}
+    res = optimize(task, RunOptions(out=tmp_path / "run", backend=ReadoutsAtChanceBackend(answers), seed=3))
+    summary = json.loads((res.run_dir / "summary.json").read_text())
+    promo, best, base = summary["promotion"], summary["best"], summary["baseline"]
+    assert promo["rule"] == "seed_no_worse" and promo["chosen_trial"] is None, promo
+    assert best["instruction_origin"] == "seed" and best["n_demos"] == 0 and best["scoring"] == "generate"
+    assert best["val"] == base["val"] > 0.6 and best["test"] == base["test"]
+    assert f"{base['val']:.3f}" in promo["why"]
+    assert summary["verdict"]["status"] == "no_gain"
+    phases = summary["phases"]  # the seed prompt's validation calls, made by the promotion, are the report's
+    assert phases["test"]["calls"] >= len(s.validation) + len(s.test)
+    assert summary["lm_calls"] == sum(p["calls"] for p in phases.values())
+
+
 def _run(tmp_path, backend_cls, **sizes):
     from conftest import sst2_task
 
@@ -234,8 +270,10 @@ def test_promotion_takes_the_best_non_degenerate_trial_that_beats_the_label_prio
                                                   distributions=dist, value=value, user_attrs=attrs))
     candidates = {t.number: Candidate(f"instruction {t.params['instruction']}") for t in study.trials}
     p_of = {"instruction 1": 0.2, "instruction 2": 0.001, "instruction 3": 0.01, "instruction 0": 0.5}
+    seed_prompt = Candidate("instruction 0", scoring="generate")
     ctx = types.SimpleNamespace(study=study, seed=0, evaluator=None, splits=types.SimpleNamespace(validation=[]),
-                                space=types.SimpleNamespace(of_trial=lambda t: candidates[t.number]))
+                                space=types.SimpleNamespace(of_trial=lambda t: candidates[t.number],
+                                                            seed_candidate=lambda: seed_prompt))
     monkeypatch.setattr(v, "prior_label", lambda ctx: "No")
     monkeypatch.setattr(v, "prior_scores", lambda ev, label, examples: [1.0, 0.0])
     monkeypatch.setattr(v, "_beats_prior", lambda ctx, cand, prior: p_of[cand.instruction])
@@ -245,14 +283,15 @@ def test_promotion_takes_the_best_non_degenerate_trial_that_beats_the_label_prio
     assert why["rule"] == "beats_label_prior" and why["chosen_trial"] == 2 and why["p"] == 0.01
     assert "trial 0" in why["why"] and "does not beat always answering No" in why["why"]
     p_of["instruction 3"] = 0.3  # none beats it: the best non-degenerate candidate is kept, if the seed
-    trial, cand, why = v.promote(ctx, best, candidates[0])  # prompt's trial scored less on validation (0.5)
+    val_of = {id(candidates[0]): 0.6, id(seed_prompt): 0.55}  # prompt (no demos, generated answers) scores
+    monkeypatch.setattr(v, "_report_val", lambda ctx, cand: val_of[id(cand)])  # less on validation
+    trial, cand, why = v.promote(ctx, best, candidates[0])
     assert why["rule"] == "best_non_degenerate" and trial.number == 0 and cand is candidates[0]
-    for seed_val in (0.9, 0.95):  # the seed prompt's trial no worse on validation under the task's metric (its
-        ctx.study = _copy_study(study, dist,  # plain mean, not the objective): it is kept
-                                lambda t: {"metric_mean": seed_val} if t.params["instruction"] == 0 else {})
-        trial, cand, why = v.promote(ctx, ctx.study.trials[0], candidates[0])
-        assert why["rule"] == "seed_no_worse" and trial.number == 3 and cand.instruction == "instruction 0"
-        assert "0.900" in why["why"] and f"{seed_val:.3f}" in why["why"]
+    for seed_val in (0.6, 0.65):  # the seed prompt no worse on validation under the task's metric: it is kept
+        val_of[id(seed_prompt)] = seed_val
+        trial, cand, why = v.promote(ctx, best, candidates[0])
+        assert why["rule"] == "seed_no_worse" and trial is None and cand is seed_prompt
+        assert "0.600" in why["why"] and f"{seed_val:.3f}" in why["why"]
     collapsed = _copy_study(study, dist, lambda t: {"degenerate": True})  # every candidate collapsed: the seed
     ctx.study = collapsed  # prompt's own trial (instruction 0, no demos)
     trial, cand, why = v.promote(ctx, collapsed.trials[0], candidates[0])

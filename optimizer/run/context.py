@@ -69,6 +69,11 @@ class RunContext:
             return self.backend.usage
         return self.backend.usage + self.proposer_backend.usage
 
+    def count(self, phase: str, since: Usage) -> None:
+        """Add the task backend's calls since the snapshot ``since`` to ``phase``'s usage."""
+        before = self.phases.get(phase, {})
+        self.phases[phase] = {k: before.get(k, 0) + v for k, v in (self.backend.usage - since).to_dict().items()}
+
     def wall_seconds(self) -> float:
         return round(time.perf_counter() - self.t_start, 3)
 

@@ -39,7 +39,7 @@ def score_held_out(ctx: RunContext, baseline: Candidate, best: Candidate,
                    score(evaluator, best, splits.test, lambda o: emit("example", number=-2)))
     if kshot is not None:
         held.kshot_test = score(evaluator, kshot, splits.test)
-    ctx.phases["test"] = (ctx.backend.usage - u0).to_dict()
+    ctx.count("test", u0)  # beside what the promotion scored for the report (``verdict.promote``)
     return held
 
 

@@ -89,10 +89,14 @@ def _random_program(ctx: RunContext, best: Candidate) -> Candidate | None:
                               "scoring": "generate"}, steps=tuple(steps))
 
 
-def _plain_mean(t: Any) -> float:
-    """A trial's mean of the task metric over the validation examples the search scored it on (not the
-    objective, which may be label-balanced or cross-fitted): recorded by the search, no LM call."""
-    return float(t.user_attrs.get("val_mean", t.user_attrs.get("metric_mean", t.value)))
+def _report_val(ctx: RunContext, cand: Candidate) -> float:
+    """The task metric's mean on the validation split, as the test report scores it (not the search's
+    objective, which may be label-balanced or cross-fitted). Its calls are the report's: they count in the
+    ``test`` phase, and the report answers the same candidate from memory."""
+    u0 = ctx.backend.usage
+    scores = score(ctx.evaluator, cand, ctx.splits.validation).scores
+    ctx.count("test", u0)
+    return sum(scores) / len(scores) if scores else 0.0
 
 
 def _beats_prior(ctx: RunContext, cand: Candidate, prior_val: list[float]) -> float:
@@ -105,13 +109,14 @@ def promote(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
     """The promotion rule: the search's winner if it beats the label prior on validation (paired, one-sided,
     p < 0.05), else the best non-degenerate complete candidate that does. When none does, the best
     non-degenerate candidate is kept (the verdict on test then says what it is worth) unless the seed
-    prompt's own trial scored at least as much on validation under the task's metric: the search ranks by
-    its objective, and the label-balanced one can put a coin-flip prompt above a seed prompt that mostly
-    answers the majority label (BBH navigate, instruct model, seed 1: 0.500 against the seed prompt's 0.575
-    on validation, 0.49 against 0.58 on test). The seed prompt also when every candidate has collapsed to
-    one answer. (Falling back to the seed prompt whenever nothing beats the prior would hand a base model's
-    user a prompt that cannot answer at all: on a small SST-2 run the winner missed p < 0.05 at 24
-    validation examples, p = 0.055, and the seed prompt it would have been replaced by scored 0.03 on test.)"""
+    prompt (the report's baseline: no demos, generated answers) scores at least as much on validation under
+    the task's metric: the search ranks by its objective, and the label-balanced one can put a coin-flip
+    prompt above a seed prompt that mostly answers the majority label (BBH navigate, instruct model, seed 1:
+    0.500 against the seed prompt's 0.575 on validation, 0.49 against 0.58 on test). The seed prompt's own
+    trial when every candidate has collapsed to one answer. (Falling back to the seed prompt whenever nothing
+    beats the prior would hand a base model's user a prompt that cannot answer at all: on a small SST-2 run
+    the winner missed p < 0.05 at 24 validation examples, p = 0.055, and the seed prompt it would have been
+    replaced by scored 0.03 on test; the rule above keeps the winner there.)"""
     label = prior_label(ctx)
     if label is None:
         return best_trial, best, {"rule": "best_val", "chosen_trial": best_trial.number,
@@ -136,26 +141,26 @@ def promote(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
             return t, cand, {"rule": "beats_label_prior", "chosen_trial": t.number, "p": _sig(q),
                              "why": f"{lost}; trial {t.number} is the best non-degenerate one that does "
                                     f"(p = {q:.3g})"}
-    # the seed prompt's own trial (instruction 0, no demos; with ``start: demos`` it is not slot 0)
-    seeds = [t for t in complete if t.params.get("instruction") == 0 and t.params.get("n_demos", 0) == 0]
-    seed_trial = max(seeds, key=_rank) if seeds else None
-    seed = ctx.space.of_trial(seed_trial) if seed_trial is not None else ctx.space.seed_candidate()
-    seed_number = seed_trial.number if seed_trial is not None else None
     kept = next((t for t in complete if not t.user_attrs.get("degenerate")), None)
     if kept is not None:
         cand = best if kept.number == best_trial.number else ctx.space.of_trial(kept)
         nor = f"{lost}, nor does any other non-degenerate candidate"
-        if seed_trial is not None and kept.number != seed_number:
-            kept_val, seed_val = _plain_mean(kept), _plain_mean(seed_trial)
-            if seed_val >= kept_val:
-                return seed_trial, seed, {"rule": "seed_no_worse", "chosen_trial": seed_number, "p": _sig(p),
-                                          "why": f"{nor}; trial {kept.number}, the best that answers more than "
-                                                 f"one label, scores {kept_val:.3f} on validation and the seed "
-                                                 f"prompt {seed_val:.3f}: the seed prompt is kept"}
+        baseline = ctx.space.seed_candidate()
+        kept_val, seed_val = _report_val(ctx, cand), _report_val(ctx, baseline)
+        if seed_val >= kept_val and cand.key != baseline.key:
+            return None, baseline, {"rule": "seed_no_worse", "chosen_trial": None, "p": _sig(p),
+                                    "why": f"{nor}; trial {kept.number}, the best that answers more than one "
+                                           f"label, scores {kept_val:.3f} on validation and the seed prompt "
+                                           f"{seed_val:.3f}: the seed prompt is kept"}
         return kept, cand, {"rule": "best_non_degenerate", "chosen_trial": kept.number, "p": _sig(p),
                             "why": f"{nor}: trial {kept.number}, the best that answers more than one label, "
                                    f"is kept"}
-    return seed_trial, seed, {"rule": "seed_fallback", "chosen_trial": seed_number,
+    # the seed prompt's own trial (instruction 0, no demos; with ``start: demos`` it is not slot 0)
+    seeds = [t for t in complete if t.params.get("instruction") == 0 and t.params.get("n_demos", 0) == 0]
+    seed_trial = max(seeds, key=_rank) if seeds else None
+    seed = ctx.space.of_trial(seed_trial) if seed_trial is not None else ctx.space.seed_candidate()
+    return seed_trial, seed, {"rule": "seed_fallback",
+                              "chosen_trial": seed_trial.number if seed_trial is not None else None,
                               "why": f"{lost}, and every candidate answers one label on 90% or more of "
                                      f"validation: the seed prompt is kept"}
 
@@ -303,7 +308,7 @@ def confirm(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
     u0 = ctx.backend.usage
     cands = {t.number: best if t.number == best_trial.number else ctx.space.of_trial(t) for t in top}
     rows = [_confirm_row(ctx, t, cands[t.number], sample) for t in top]
-    ctx.phases["confirmation"] = (ctx.backend.usage - u0).to_dict()
+    ctx.count("confirmation", u0)
     pick = max(range(len(rows)), key=lambda i: (rows[i]["pooled"], -i))
     chosen = top[pick]
     why = ("the search's winner has the best pooled mean of validation and confirmation"
@@ -324,8 +329,7 @@ def mark_winner(ctx: RunContext, report: dict[str, Any], trial: Any, cand: Candi
             and ctx.opts.search_calls is None):
         u0 = ctx.backend.usage
         rows.append(_confirm_row(ctx, trial, cand, confirmation_sample(ctx)[:report["examples"]]))
-        more = (ctx.backend.usage - u0).to_dict()
-        ctx.phases["confirmation"] = {k: ctx.phases["confirmation"].get(k, 0) + v for k, v in more.items()}
+        ctx.count("confirmation", u0)
     for r in rows:
         r["winner"] = trial is not None and r["trial"] == trial.number
     return report
