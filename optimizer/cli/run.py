@@ -107,7 +107,10 @@ def _optimize_until_stopped(task, opts, progress, on_event):
 
     A signal that lands inside a garbage-collection callback or a ``__del__`` is swallowed there (Python
     prints "Exception ignored" and goes on), so the handler also remembers it, and the next progress event
-    raises it again from an ordinary frame; the swallowed one's message is not printed."""
+    raises it again from an ordinary frame; the swallowed one's message is not printed. SQLAlchemy logs one
+    that lands while it returns a pooled connection ("Exception during reset or similar", with its
+    traceback); that record is dropped too, any other of its warnings is printed as before."""
+    import logging
     import signal
     import sys
     import threading
@@ -130,12 +133,21 @@ def _optimize_until_stopped(task, opts, progress, on_event):
         if not (u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt)):
             previous_hook(u)
 
+    def not_the_interrupt(record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[0] is not None
+                    and issubclass(record.exc_info[0], KeyboardInterrupt))
+
+    sql_log, sql_handler = logging.getLogger("sqlalchemy"), logging.StreamHandler(sys.stderr)
+    sql_handler.setLevel(logging.WARNING)
+    sql_handler.addFilter(not_the_interrupt)
+    sql_log.addHandler(sql_handler)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         with progress:
             return optimize(task, opts, on_event=checked)
     finally:
+        sql_log.removeHandler(sql_handler)
         sys.unraisablehook = previous_hook
         for s, h in previous.items():
             signal.signal(s, h)
