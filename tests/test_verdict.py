@@ -55,7 +55,7 @@ class ReadoutsAtChanceBackend(ScriptedBackend):
         return LMResponse(text=f" {answer}\n", prompt_tokens=10, completion_tokens=1, logprobs=lp)
 
 
-def test_the_seed_prompt_is_kept_when_nothing_beats_the_label_prior_and_it_scores_no_less(tmp_path):
+def test_the_seed_prompt_is_kept_when_nothing_beats_the_label_prior_and_it_scores_more(tmp_path):
     """The search reads labels only (``scoring: [likelihood]``), at chance; the seed prompt's generated answers
     are better on validation, though no candidate beats always answering one label: the seed prompt is kept."""
     from conftest import sst2_task
@@ -66,7 +66,7 @@ def test_the_seed_prompt_is_kept_when_nothing_beats_the_label_prior_and_it_score
     res = optimize(task, RunOptions(out=tmp_path / "run", backend=ReadoutsAtChanceBackend(answers), seed=3))
     summary = json.loads((res.run_dir / "summary.json").read_text())
     promo, best, base = summary["promotion"], summary["best"], summary["baseline"]
-    assert promo["rule"] == "seed_no_worse" and promo["chosen_trial"] is None, promo
+    assert promo["rule"] == "seed_better" and promo["chosen_trial"] is None, promo
     assert best["instruction_origin"] == "seed" and best["n_demos"] == 0 and best["scoring"] == "generate"
     assert best["val"] == base["val"] > 0.6 and best["test"] == base["test"]
     assert f"{base['val']:.3f}" in promo["why"]
@@ -282,16 +282,17 @@ def test_promotion_takes_the_best_non_degenerate_trial_that_beats_the_label_prio
     assert trial.number == 2 and cand.instruction == "instruction 3"  # trial 1 is degenerate, though it beats
     assert why["rule"] == "beats_label_prior" and why["chosen_trial"] == 2 and why["p"] == 0.01
     assert "trial 0" in why["why"] and "does not beat always answering No" in why["why"]
-    p_of["instruction 3"] = 0.3  # none beats it: the best non-degenerate candidate is kept, if the seed
-    val_of = {id(candidates[0]): 0.6, id(seed_prompt): 0.55}  # prompt (no demos, generated answers) scores
-    monkeypatch.setattr(v, "_report_val", lambda ctx, cand: val_of[id(cand)])  # less on validation
-    trial, cand, why = v.promote(ctx, best, candidates[0])
-    assert why["rule"] == "best_non_degenerate" and trial.number == 0 and cand is candidates[0]
-    for seed_val in (0.6, 0.65):  # the seed prompt no worse on validation under the task's metric: it is kept
+    p_of["instruction 3"] = 0.3  # none beats it: the best non-degenerate candidate is kept, unless the seed
+    val_of = {id(candidates[0]): 0.6}  # prompt (no demos, generated answers) scores more on validation
+    monkeypatch.setattr(v, "_report_val", lambda ctx, cand: val_of[id(cand)])
+    for seed_val in (0.55, 0.6):  # less, or a tie: the search's candidate stays
         val_of[id(seed_prompt)] = seed_val
         trial, cand, why = v.promote(ctx, best, candidates[0])
-        assert why["rule"] == "seed_no_worse" and trial is None and cand is seed_prompt
-        assert "0.600" in why["why"] and f"{seed_val:.3f}" in why["why"]
+        assert why["rule"] == "best_non_degenerate" and trial.number == 0 and cand is candidates[0]
+    val_of[id(seed_prompt)] = 0.65  # more, under the task's metric: the seed prompt is kept
+    trial, cand, why = v.promote(ctx, best, candidates[0])
+    assert why["rule"] == "seed_better" and trial is None and cand is seed_prompt
+    assert "0.600" in why["why"] and "0.650" in why["why"]
     collapsed = _copy_study(study, dist, lambda t: {"degenerate": True})  # every candidate collapsed: the seed
     ctx.study = collapsed  # prompt's own trial (instruction 0, no demos)
     trial, cand, why = v.promote(ctx, collapsed.trials[0], candidates[0])

@@ -109,7 +109,7 @@ def promote(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
     """The promotion rule: the search's winner if it beats the label prior on validation (paired, one-sided,
     p < 0.05), else the best non-degenerate complete candidate that does. When none does, the best
     non-degenerate candidate is kept (the verdict on test then says what it is worth) unless the seed
-    prompt (the report's baseline: no demos, generated answers) scores at least as much on validation under
+    prompt (the report's baseline: no demos, generated answers) scores more on validation under
     the task's metric: the search ranks by its objective, and the label-balanced one can put a coin-flip
     prompt above a seed prompt that mostly answers the majority label (BBH navigate, instruct model, seed 1:
     0.500 against the seed prompt's 0.575 on validation, 0.49 against 0.58 on test). The seed prompt's own
@@ -147,8 +147,8 @@ def promote(ctx: RunContext, best_trial: Any, best: Candidate) -> tuple[Any, Can
         nor = f"{lost}, nor does any other non-degenerate candidate"
         baseline = ctx.space.seed_candidate()
         kept_val, seed_val = _report_val(ctx, cand), _report_val(ctx, baseline)
-        if seed_val >= kept_val and cand.key != baseline.key:
-            return None, baseline, {"rule": "seed_no_worse", "chosen_trial": None, "p": _sig(p),
+        if seed_val > kept_val and cand.key != baseline.key:
+            return None, baseline, {"rule": "seed_better", "chosen_trial": None, "p": _sig(p),
                                     "why": f"{nor}; trial {kept.number}, the best that answers more than one "
                                            f"label, scores {kept_val:.3f} on validation and the seed prompt "
                                            f"{seed_val:.3f}: the seed prompt is kept"}
