@@ -94,9 +94,9 @@ def _report_val(ctx: RunContext, cand: Candidate) -> float:
     objective, which may be label-balanced or cross-fitted). Its calls are the report's: they count in the
     ``test`` phase, and the report answers the same candidate from memory."""
     u0 = ctx.backend.usage
-    scores = score(ctx.evaluator, cand, ctx.splits.validation).scores
+    mean = score(ctx.evaluator, cand, ctx.splits.validation).mean
     ctx.count("test", u0)
-    return sum(scores) / len(scores) if scores else 0.0
+    return mean
 
 
 def _beats_prior(ctx: RunContext, cand: Candidate, prior_val: list[float]) -> float:
